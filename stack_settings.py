@@ -1,0 +1,359 @@
+"""The settings of one stack (environment), typed and validated in one place.
+
+Both the Pulumi program (``__main__.py``) and the tools that run the system without a
+cloud (the local runner, the Cloud Tasks emulator's ``--stack-config``) read a stack's
+settings through this module, so the queue that runs locally has exactly the retry and
+rate configuration that ``pulumi up`` declares.
+
+Defaults live in ``Pulumi.yaml``'s ``config:`` schema, as the Pulumi CLI applies them;
+``Pulumi.<stack>.yaml`` holds what differs per environment. This module merges the two the
+way the CLI does, then checks every value and reports every problem at once, each naming
+the key, the value given and what is allowed, before anything is declared.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "cloud-run-tasks"
+"""The Pulumi project name: the namespace of this project's config keys."""
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+# Cloud Tasks' documented limits (see the README's settings table).
+MAX_DISPATCH_RATE = 500.0
+MAX_CONCURRENCY = 5000
+MIN_DISPATCH_DEADLINE = 15.0
+MAX_DISPATCH_DEADLINE = 30 * 60.0
+# Cloud Run's CPU choices and the least memory each needs.
+CPU_MIN_MEMORY_MIB = {1: 128, 2: 128, 4: 2048, 6: 4096, 8: 4096}
+MAX_MEMORY_MIB = 32 * 1024
+
+_DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")
+_MEMORY = re.compile(r"^([1-9]\d*)(Mi|Gi)$")
+_DIGEST_REF = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
+
+
+def _parse_duration(value: Any) -> Decimal:
+    """'1s', '0.100s', '3600s' -> seconds. The format Cloud Tasks and pulumi-gcp use."""
+    if not isinstance(value, str) or not (match := _DURATION.match(value.strip())):
+        raise ValueError("must be a duration in seconds such as '1s', '0.5s' or '3600s'")
+    whole, fraction = match.groups()
+    return Decimal(f"{whole}.{fraction or '0'}")
+
+
+def _parse_rate(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number such as 100 or 0.5") from None
+    if not math.isfinite(rate) or rate <= 0 or rate > MAX_DISPATCH_RATE:
+        raise ValueError(f"must be greater than 0 and at most {MAX_DISPATCH_RATE:g} per second")
+    return rate
+
+
+def _parse_ratio(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be empty (logging off) or a number from 0.0 to 1.0") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError("must be empty (logging off) or a number from 0.0 to 1.0")
+    return ratio
+
+
+def _check_deadline(seconds: Decimal) -> Decimal:
+    if not MIN_DISPATCH_DEADLINE <= seconds <= MAX_DISPATCH_DEADLINE:
+        raise ValueError(
+            "is also the dispatch deadline, which Cloud Tasks allows from 15s to 1800s (30 min)"
+        )
+    return seconds
+
+
+def _check_memory(value: str) -> str:
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError("must be a whole amount in Mi or Gi such as 512Mi or 2Gi")
+    if _memory_mib(value) > MAX_MEMORY_MIB:
+        raise ValueError("must be at most 32Gi")
+    return value
+
+
+def _memory_mib(value: str) -> int:
+    amount, unit = _MEMORY.match(value).groups()  # type: ignore[union-attr]
+    return int(amount) * (1024 if unit == "Gi" else 1)
+
+
+def _check_image(value: str) -> str:
+    if value and not _DIGEST_REF.match(value):
+        raise ValueError(
+            "must be empty (build from app/) or an image reference by digest, "
+            "such as us-docker.pkg.dev/PROJECT/REPO/NAME@sha256:<64 hex digits>"
+        )
+    return value
+
+
+def _name_pattern(pattern: str, allowed: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"must be {allowed}")
+        return value
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[Decimal, BeforeValidator(_parse_duration)]
+Rate = Annotated[float, BeforeValidator(_parse_rate)]
+Ratio = Annotated[float | None, BeforeValidator(_parse_ratio)]
+Deadline = Annotated[Decimal, BeforeValidator(_parse_duration), AfterValidator(_check_deadline)]
+ServiceName = Annotated[
+    str,
+    _name_pattern(
+        r"^[a-z](?:[a-z0-9-]{4,28}[a-z0-9])$",
+        "6-30 characters of lowercase letters, digits and hyphens, starting with a letter "
+        "(it names both a Cloud Run service and its service account)",
+    ),
+]
+ImageRef = Annotated[str, AfterValidator(_check_image)]
+
+
+def format_duration(seconds: Decimal) -> str:
+    """Seconds -> the duration string Cloud Tasks and pulumi-gcp expect ('0.1s', '15s')."""
+    text = format(seconds.normalize(), "f")
+    return f"{text}s"
+
+
+class StackSettings(BaseModel):
+    """Every setting of one stack. Field names are snake_case; config keys are camelCase."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+    project: str = Field(alias="gcp:project")
+    region: Annotated[
+        str, _name_pattern(r"^[a-z]+-[a-z]+[0-9]+$", "a region id such as us-central1")
+    ]
+    registry_location: Annotated[
+        str, _name_pattern(r"^[a-z]+(?:-[a-z]+[0-9]+)?$", "a location such as us or us-central1")
+    ]
+    repository_name: Annotated[
+        str,
+        _name_pattern(
+            r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$", "lowercase letters, digits and hyphens"
+        ),
+    ]
+    keep_image_versions: int = Field(ge=1, le=1000)
+    queue_name: Annotated[
+        str, _name_pattern(r"^[A-Za-z0-9-]{1,100}$", "1-100 letters, digits or hyphens")
+    ]
+    task_app_name: ServiceName
+    worker_name: ServiceName
+    max_dispatches_per_second: Rate
+    max_concurrent_dispatches: int = Field(ge=1, le=MAX_CONCURRENCY)
+    max_attempts: int = Field(ge=-1)
+    min_backoff: Duration
+    max_backoff: Duration
+    max_doublings: int = Field(ge=0)
+    max_retry_duration: Duration
+    logging_sampling_ratio: Ratio
+    worker_timeout: Deadline
+    worker_cpu: int
+    worker_memory: Annotated[str, AfterValidator(_check_memory)]
+    worker_min_instances: int = Field(ge=0, le=1000)
+    worker_max_instances: int = Field(ge=1, le=1000)
+    task_app_max_instances: int = Field(ge=1, le=1000)
+    deletion_protection: bool
+    task_app_image: ImageRef
+    worker_image: ImageRef
+
+    # ---- derived values: one setting, every use -------------------------------------
+
+    @property
+    def dispatch_deadline_seconds(self) -> int:
+        """Tasks must not outlive the worker's request timeout: the two are one setting."""
+        return int(self.worker_timeout)
+
+    @property
+    def queue_id(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}/queues/{self.queue_name}"
+
+    def queue_config(self) -> dict[str, Any]:
+        """The queue's rate and retry configuration, in the Cloud Tasks API's own shape
+        (snake_case fields, durations as strings), for any client that creates the queue."""
+        return {
+            "rate_limits": {
+                "max_dispatches_per_second": self.max_dispatches_per_second,
+                "max_concurrent_dispatches": self.max_concurrent_dispatches,
+            },
+            "retry_config": {
+                "max_attempts": self.max_attempts,
+                "min_backoff": format_duration(self.min_backoff),
+                "max_backoff": format_duration(self.max_backoff),
+                "max_doublings": self.max_doublings,
+                "max_retry_duration": format_duration(self.max_retry_duration),
+            },
+        }
+
+
+class SettingsError(ValueError):
+    """Every problem with a stack's settings, each naming the key, the value and the rule."""
+
+    def __init__(self, problems: list[str], source: str) -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} invalid setting(s) in {source}:\n{lines}")
+
+
+def _config_key(field: str) -> str:
+    info = StackSettings.model_fields[field]
+    alias = info.alias or to_camel(field)
+    return alias if ":" in alias else f"{PROJECT}:{alias}"
+
+
+def _quietly(parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except (TypeError, ValueError, InvalidOperation):
+        return None
+
+
+def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Rules between two settings, checked whenever both values parse on their own, so
+    that they are reported together with every other problem."""
+
+    def key(field: str) -> str:
+        return _config_key(field)
+
+    def value(field: str, parse: Any) -> Any:
+        return _quietly(parse, raw.get(key(field)))
+
+    def whole(v: Any) -> int:
+        if isinstance(v, bool) or not re.fullmatch(r"-?\d+", str(v).strip()):
+            raise ValueError(v)
+        return int(v)
+
+    problems = []
+    low, high = value("min_backoff", _parse_duration), value("max_backoff", _parse_duration)
+    if low is not None and high is not None and low > high:
+        problems.append(
+            f"{key('min_backoff')} = {raw[key('min_backoff')]!r}: must be at most "
+            f"{key('max_backoff')} ({raw[key('max_backoff')]!r})"
+        )
+    low, high = value("worker_min_instances", whole), value("worker_max_instances", whole)
+    if low is not None and high is not None and low > high:
+        problems.append(
+            f"{key('worker_min_instances')} = {low!r}: must be at most "
+            f"{key('worker_max_instances')} ({high!r})"
+        )
+    cpu, memory = value("worker_cpu", whole), value("worker_memory", _check_memory)
+    if key("worker_cpu") in raw and cpu not in CPU_MIN_MEMORY_MIB:
+        problems.append(
+            f"{key('worker_cpu')} = {raw[key('worker_cpu')]!r}: "
+            "must be one of 1, 2, 4, 6, 8 (Cloud Run's CPU choices)"
+        )
+    elif cpu is not None and memory is not None and _memory_mib(memory) < CPU_MIN_MEMORY_MIB[cpu]:
+        problems.append(
+            f"{key('worker_memory')} = {memory!r}: {cpu} CPUs need at least "
+            f"{CPU_MIN_MEMORY_MIB[cpu] // 1024}Gi on Cloud Run"
+        )
+    return problems
+
+
+def validate_config(config: Mapping[str, Any], source: str = "stack config") -> StackSettings:
+    """Checks a stack's merged config (keys as Pulumi names them, such as
+    ``cloud-run-tasks:maxAttempts`` and ``gcp:project``) and returns its settings, or raises
+    SettingsError listing every problem at once."""
+    prefix = f"{PROJECT}:"
+    aliases = {
+        _config_key(name): info.alias or to_camel(name)
+        for name, info in StackSettings.model_fields.items()
+    }
+    to_key = {alias: key for key, alias in aliases.items()}
+    problems = [
+        f"{key} = {value!r}: unknown setting (known: "
+        f"{', '.join(sorted(k.removeprefix(prefix) for k in aliases if k.startswith(prefix)))})"
+        for key, value in config.items()
+        if key.startswith(prefix) and key not in aliases
+    ]
+    values = {alias: config[key] for key, alias in aliases.items() if key in config}
+    settings = None
+    try:
+        settings = StackSettings.model_validate(values, by_alias=True)
+    except ValidationError as error:
+        for item in error.errors():
+            key = to_key.get(str(item["loc"][0]), str(item["loc"][0])) if item["loc"] else "?"
+            if key == _config_key("worker_cpu"):
+                continue  # reported with its cross-field rule below
+            if item["type"] == "missing":
+                problems.append(f"{key}: missing (set it with `pulumi config set {key}`)")
+                continue
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{key} = {item.get('input')!r}: {message}")
+    problems.extend(_cross_field_problems(config))
+    if problems or settings is None:
+        raise SettingsError(problems, source)
+    return settings
+
+
+def project_defaults(project_file: Path) -> dict[str, Any]:
+    """The defaults of Pulumi.yaml's config schema, keyed as the CLI passes them."""
+    project = yaml.safe_load(project_file.read_text()) or {}
+    defaults = {}
+    for key, schema in (project.get("config") or {}).items():
+        if isinstance(schema, dict) and "default" in schema:
+            full_key = key if ":" in key else f"{project['name']}:{key}"
+            defaults[full_key] = schema["default"]
+    return defaults
+
+
+def merged_stack_config(stack_file: Path, project_file: Path | None = None) -> dict[str, Any]:
+    """Pulumi.yaml's defaults overlaid with a Pulumi.<stack>.yaml's values, as the CLI does."""
+    project_file = project_file or stack_file.with_name("Pulumi.yaml")
+    stack = yaml.safe_load(stack_file.read_text()) or {}
+    config = project_defaults(project_file)
+    for key, value in (stack.get("config") or {}).items():
+        if isinstance(value, dict) and "secure" in value:
+            continue  # secrets are not settings of this model
+        full_key = key if ":" in key else f"{PROJECT}:{key}"
+        config[full_key] = value
+    return config
+
+
+def load_stack_file(stack_file: str | Path) -> StackSettings:
+    """Settings of one committed stack file, such as Pulumi.dev.yaml."""
+    path = Path(stack_file)
+    if not path.exists():
+        path_in_project = PROJECT_DIR / path
+        if not path_in_project.exists():
+            raise FileNotFoundError(f"stack file {stack_file} not found")
+        path = path_in_project
+    return validate_config(merged_stack_config(path), source=path.name)
+
+
+def stack_files(project_dir: Path = PROJECT_DIR) -> list[Path]:
+    """Every committed Pulumi.<stack>.yaml."""
+    return sorted(p for p in project_dir.glob("Pulumi.*.yaml") if p.name != "Pulumi.yaml")
