@@ -1,0 +1,242 @@
+"""``python -m local_stack``: the whole system on one machine (what ``make dev`` runs).
+
+Reads a stack file through the stack's settings model, checks that the ports are free,
+starts the Cloud Tasks emulator with the stack's queue, then the worker and the task-app
+under gunicorn with the environment the stack gives them on Cloud Run, and streams the
+three logs in one stream, each line prefixed with its part. Ctrl-C (or SIGTERM) stops all
+three; a part that exits stops the others and the runner exits non-zero.
+
+Exit codes: 0 after a requested stop, 1 when a part failed, 2 for bad settings or ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from local_stack.plan import EMULATOR, PART_NAMES, TASK_APP, WORKER, Part, Ports, build_plan
+from local_stack.queue import describe_queue
+from local_stack.supervisor import STACK, LocalStack, StartupError, StopRequested
+from stack_settings import SettingsError, load_stack_file
+
+EXIT_STOPPED, EXIT_PART_FAILED, EXIT_USAGE = 0, 1, 2
+
+# (role as messages name it, option, environment variable, default)
+PORT_OPTIONS = (
+    ("task-app", "--port", "TASK_APP_PORT", Ports.task_app),
+    ("worker", "--worker-port", "WORKER_PORT", Ports.worker),
+    ("emulator gRPC", "--emulator-port", "EMULATOR_PORT", Ports.emulator),
+    ("emulator keys", "--keys-port", "EMULATOR_KEYS_PORT", Ports.keys),
+)
+ROLE_PART = {
+    "task-app": TASK_APP,
+    "worker": WORKER,
+    "emulator gRPC": EMULATOR,
+    "emulator keys": EMULATOR,
+}
+
+_COLOURS = {EMULATOR: "\033[35m", WORKER: "\033[36m", TASK_APP: "\033[32m", STACK: "\033[1m"}
+_RESET = "\033[0m"
+
+
+class UsageError(ValueError):
+    """Bad command-line input or environment; the message names the value and the rule."""
+
+
+class LinePrinter:
+    """Writes every part's lines to one stream, each with a time and the part's name, one
+    whole line at a time (the parts' threads write concurrently)."""
+
+    def __init__(self, stream: TextIO, colour: bool | None = None) -> None:
+        self.stream = stream
+        if colour is None:
+            colour = stream.isatty() and "NO_COLOR" not in os.environ
+        self.colour = colour
+        self.width = max(len(name) for name in (*PART_NAMES, STACK))
+        self._lock = threading.Lock()
+
+    def __call__(self, part: str, line: str) -> None:
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        prefix = f"{part:<{self.width}} |"
+        if self.colour:
+            prefix = f"{_COLOURS.get(part, '')}{prefix}{_RESET}"
+        with self._lock:
+            self.stream.write(f"{stamp} {prefix} {line}\n")
+            self.stream.flush()
+
+
+def _port(text: str, source: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise UsageError(f"{source} = {text!r}: must be a port number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{source} = {text!r}: must be a port number from 1 to 65535")
+    return port
+
+
+def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack",
+        description=(
+            "Run the emulator, the worker and the task-app locally, with the queue and the "
+            "environment a stack file declares. Ctrl-C stops all three."
+        ),
+    )
+    parser.add_argument(
+        "--stack",
+        default="Pulumi.dev.yaml",
+        help="stack file whose queue settings and names to use (default: Pulumi.dev.yaml)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address every part listens on (default: 127.0.0.1, this machine only)",
+    )
+    for role, option, variable, default in PORT_OPTIONS:
+        parser.add_argument(
+            option,
+            metavar="N",
+            help=f"{role} port (default: ${variable} or {default})",
+        )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=PART_NAMES,
+        help="do not start this part (repeatable); its command and environment are printed, "
+        "so you can run it yourself, for example under a debugger",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long each part may take to become ready (default: 60)",
+    )
+    args = parser.parse_args(argv)
+    ports = {}
+    for (_role, option, variable, default), field in zip(
+        PORT_OPTIONS, ("task_app", "worker", "emulator", "keys"), strict=True
+    ):
+        given = getattr(args, option.lstrip("-").replace("-", "_"))
+        if given is not None:
+            ports[field] = _port(given, option)
+        elif environ.get(variable):
+            ports[field] = _port(environ[variable], variable)
+        else:
+            ports[field] = default
+    args.ports = Ports(**ports)
+    return args
+
+
+def port_problems(host: str, ports: Ports, skip: Sequence[str] = ()) -> list[str]:
+    """Every port that cannot be used, each with a way out; empty when all are free."""
+    problems = []
+    seen: dict[int, str] = {}
+    for role, option, variable, _default in PORT_OPTIONS:
+        if ROLE_PART[role] in skip:
+            continue
+        port = ports.by_role()[role]
+        if port in seen:
+            problems.append(
+                f"port {port} is given to both the {seen[port]} and the {role}: "
+                f"pick another with {option} N or {variable}=N"
+            )
+            continue
+        seen[port] = role
+        if not _port_free(host, port):
+            problems.append(
+                f"port {port} on {host} ({role}) is already in use: stop what listens there "
+                f"(`ss -ltnp 'sport = :{port}'` shows it) or pick another port with "
+                f"{option} N or {variable}=N (for example `{variable}={port + 1000} make dev`)"
+            )
+    return problems
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves do, so a port left in TIME_WAIT by a previous run
+        # counts as free while one with a listener does not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_yourself(part: Part) -> str:
+    """The shell command that runs a skipped part the way the runner would."""
+    env = [f"{key}={shlex.quote(value)}" for key, value in part.env.items()]
+    return " ".join(["cd", shlex.quote(str(part.cwd)), "&&", *env, shlex.join(part.argv)])
+
+
+def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int:
+    out = stream or sys.stdout
+    say = LinePrinter(out)
+    try:
+        args = parse_args(argv, dict(os.environ))
+        stack_file = Path(args.stack)
+        settings = load_stack_file(stack_file)
+    except (UsageError, SettingsError, FileNotFoundError) as error:
+        print(f"local_stack: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    problems = port_problems(args.host, args.ports, args.skip)
+    if problems:
+        for problem in problems:
+            print(f"local_stack: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
+    plan = build_plan(settings, stack_file, args.ports, args.host)
+    for name in args.skip:
+        say(STACK, f"{name:<8} skipped; to run it yourself: {run_yourself(plan.pop(name))}")
+
+    emulator_address = f"{args.host}:{args.ports.emulator}"
+    stack = LocalStack(
+        plan,
+        say,
+        probes={EMULATOR: lambda: describe_queue(emulator_address, settings.queue_id)},
+        startup_timeout=args.startup_timeout,
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stack.stop_requested:
+            say(STACK, "second stop request: killing without waiting")
+        else:
+            say(STACK, f"{signal.Signals(signum).name} received: stopping (again to force)")
+        stack.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    say(STACK, f"stack file {stack_file}: queue {settings.queue_id}")
+    try:
+        stack.start()
+    except StopRequested:
+        stack.stop()
+        return EXIT_STOPPED
+    except StartupError as error:
+        say(STACK, f"could not start: {error}; stopping the others")
+        stack.stop()
+        return EXIT_PART_FAILED
+    if TASK_APP in plan:
+        say(STACK, f"open {plan[TASK_APP].url} (Ctrl-C stops everything)")
+    else:
+        say(STACK, "running (Ctrl-C stops everything)")
+    code = stack.wait()
+    stack.stop()
+    if code != EXIT_STOPPED:
+        say(STACK, f"stopped because {stack.failed_part} exited")
+    return code

@@ -1,0 +1,159 @@
+"""What runs locally, and with which settings: the three parts of the system as data.
+
+The plan is derived from one stack's settings (``stack_settings.StackSettings``), so the
+queue the emulator creates and the environment the two services get are those the Pulumi
+stack declares on Cloud Run. Only the addresses differ: everything listens on the loopback
+interface, and the task-app talks to the emulator instead of Google's endpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack_settings import StackSettings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# A fixed, obviously-local value: on Cloud Run the stack takes the key from Secret Manager.
+DEV_SECRET_KEY = "local-dev-only-secret-key-never-used-on-cloud-run"  # noqa: S105
+
+# Cloud Run gives an instance about 10 s between SIGTERM and SIGKILL; gunicorn gets a
+# little less so that it finishes its own graceful stop before the runner's SIGKILL.
+GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 8
+
+EMULATOR = "emulator"
+WORKER = "worker"
+TASK_APP = "task-app"
+PART_NAMES = (EMULATOR, WORKER, TASK_APP)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each part listens (all on the same host)."""
+
+    task_app: int = 8080
+    worker: int = 8081
+    emulator: int = 8123
+    keys: int = 8124
+
+    def by_role(self) -> dict[str, int]:
+        """Each port with what it is for, in the words used in error messages."""
+        return {
+            "task-app": self.task_app,
+            "worker": self.worker,
+            "emulator gRPC": self.emulator,
+            "emulator keys": self.keys,
+        }
+
+
+@dataclass(frozen=True)
+class Part:
+    """One process of the local system: how to start it and how to tell it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    health_url: str
+    """An HTTP URL that answers 200 once the part serves."""
+    url: str
+    """What the status line shows a person."""
+    cwd: Path = PROJECT_DIR
+    needs: tuple[str, ...] = field(default=())
+    """Parts that must be ready before this one starts."""
+
+
+def task_app_service_account(settings: StackSettings) -> str:
+    """The task-app's service-account email, as the stack names it on Google Cloud."""
+    return f"{settings.task_app_name}@{settings.project}.iam.gserviceaccount.com"
+
+
+def _gunicorn(module: str, host: str, port: int, threads: int) -> tuple[str, ...]:
+    # The same server the containers run (gthread workers: one process, many threads),
+    # with the access log on so each request shows in the combined stream.
+    return (
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--chdir",
+        str(PROJECT_DIR / "app"),
+        "--workers",
+        "1",
+        "--threads",
+        str(threads),
+        "--timeout",
+        "0",
+        "--graceful-timeout",
+        str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS),
+        f"{module}:create_app()",
+    )
+
+
+def build_plan(
+    settings: StackSettings,
+    stack_file: Path,
+    ports: Ports | None = None,
+    host: str = "127.0.0.1",
+) -> dict[str, Part]:
+    """The three parts, keyed by name, in start order (emulator first)."""
+    ports = ports or Ports()
+    base = f"http://{host}:"
+    worker_url = f"{base}{ports.worker}"
+    keys_url = f"{base}{ports.keys}"
+    emulator_address = f"{host}:{ports.emulator}"
+    caller = task_app_service_account(settings)
+    deadline = str(settings.dispatch_deadline_seconds)
+
+    emulator = Part(
+        name=EMULATOR,
+        argv=(
+            sys.executable,
+            "-m",
+            "tasks_emulator",
+            "--host",
+            host,
+            "--port",
+            str(ports.emulator),
+            "--keys-port",
+            str(ports.keys),
+            "--stack-config",
+            str(stack_file),
+        ),
+        env={},
+        health_url=f"{keys_url}/.well-known/openid-configuration",
+        url=f"gRPC {emulator_address}, keys {keys_url}",
+    )
+    worker = Part(
+        name=WORKER,
+        argv=_gunicorn("worker", host, ports.worker, threads=16),
+        env={
+            "PORT": str(ports.worker),
+            "OIDC_CALLER_EMAIL": caller,
+            "OIDC_AUDIENCE": worker_url,
+            "OIDC_CERTS_URL": f"{keys_url}/oauth2/v1/certs",
+            "DISPATCH_DEADLINE_SECONDS": deadline,
+        },
+        health_url=f"{worker_url}/healthz",
+        url=worker_url,
+        needs=(EMULATOR,),
+    )
+    task_app = Part(
+        name=TASK_APP,
+        argv=_gunicorn("task_app", host, ports.task_app, threads=8),
+        env={
+            "PORT": str(ports.task_app),
+            "QUEUE": settings.queue_id,
+            "WORKER_URL": worker_url,
+            "OIDC_SERVICE_ACCOUNT": caller,
+            "DISPATCH_DEADLINE_SECONDS": deadline,
+            "SECRET_KEY": DEV_SECRET_KEY,
+            "CLOUD_TASKS_EMULATOR_HOST": emulator_address,
+        },
+        health_url=f"{base}{ports.task_app}/healthz",
+        url=f"{base}{ports.task_app}",
+        needs=(EMULATOR,),
+    )
+    return {part.name: part for part in (emulator, worker, task_app)}

@@ -1,0 +1,121 @@
+"""The local runner's plan and command line, without starting the system: the environment
+each part gets is the one the stack gives it on Cloud Run, ports are configurable, and a
+port in use or a bad value stops the runner with a message that says what to do."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import pytest
+
+from local_stack.cli import main, parse_args, port_problems, run_yourself
+from local_stack.plan import EMULATOR, TASK_APP, WORKER, Ports, build_plan
+from stack_settings import load_stack_file, stack_files
+
+
+@pytest.mark.parametrize("stack_file", stack_files(), ids=lambda path: path.name)
+def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> None:
+    """The local wiring mirrors Cloud Run's: full queue id, the worker's base URL as both
+    target and OIDC audience, the task-app's service account as token email on one side and
+    expected caller on the other, one dispatch deadline, the emulator's keys for checking."""
+    settings = load_stack_file(stack_file)
+    ports = Ports(task_app=18080, worker=18081, emulator=18123, keys=18124)
+    plan = build_plan(settings, stack_file, ports)
+    assert list(plan) == [EMULATOR, WORKER, TASK_APP]
+    app, worker, emulator = plan[TASK_APP].env, plan[WORKER].env, plan[EMULATOR]
+
+    sa = f"{settings.task_app_name}@{settings.project}.iam.gserviceaccount.com"
+    assert app["QUEUE"] == settings.queue_id
+    assert app["QUEUE"].startswith(f"projects/{settings.project}/locations/{settings.region}/")
+    assert app["WORKER_URL"] == worker["OIDC_AUDIENCE"] == "http://127.0.0.1:18081"
+    assert app["OIDC_SERVICE_ACCOUNT"] == worker["OIDC_CALLER_EMAIL"] == sa
+    assert app["DISPATCH_DEADLINE_SECONDS"] == worker["DISPATCH_DEADLINE_SECONDS"]
+    assert int(app["DISPATCH_DEADLINE_SECONDS"]) == settings.dispatch_deadline_seconds
+    assert app["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:18123"
+    assert app["SECRET_KEY"]
+    assert worker["OIDC_CERTS_URL"] == "http://127.0.0.1:18124/oauth2/v1/certs"
+    assert (app["PORT"], worker["PORT"]) == ("18080", "18081")
+    argv = emulator.argv
+    assert argv[argv.index("--stack-config") + 1] == str(stack_file)
+    assert argv[argv.index("--port") + 1] == "18123"
+    assert argv[argv.index("--keys-port") + 1] == "18124"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert "127.0.0.1:18080" in plan[TASK_APP].argv
+    assert "127.0.0.1:18081" in plan[WORKER].argv
+
+
+def test_ports_come_from_options_then_environment_then_defaults() -> None:
+    """Each port is configurable by option or environment variable (the option wins), so
+    `make dev` can move off a busy port without editing anything."""
+    env = {"TASK_APP_PORT": "9090", "WORKER_PORT": "9091"}
+    args = parse_args(["--worker-port", "7071"], env)
+    assert args.ports == Ports(task_app=9090, worker=7071, emulator=8123, keys=8124)
+    assert parse_args([], {}).ports == Ports()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--port", "http"], {}, "--port = 'http'"),
+        ([], {"EMULATOR_PORT": "70000"}, "EMULATOR_PORT = '70000'"),
+        ([], {"WORKER_PORT": "0"}, "WORKER_PORT = '0'"),
+    ],
+)
+def test_a_bad_port_value_is_named(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A port that is not 1..65535 stops the runner (exit 2) naming the option or variable
+    and the value given."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv, io.StringIO()) == 2
+    error = capsys.readouterr().err
+    assert named in error
+    assert "must be a port number from 1 to 65535" in error
+
+
+def test_a_port_in_use_is_reported_with_a_way_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """A busy port stops the runner before it starts anything (exit 2), naming the port, the
+    part it was for, and the option and variable that choose another."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = io.StringIO()
+        assert main(["--worker-port", str(port)], out) == 2
+    error = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 (worker) is already in use" in error
+    assert "--worker-port N or WORKER_PORT=N" in error
+    assert out.getvalue() == "", "nothing may start when a port is busy"
+
+
+def test_one_port_for_two_parts_is_refused() -> None:
+    """Two parts cannot share a port; the message names both."""
+    problems = port_problems("127.0.0.1", Ports(task_app=18200, worker=18200, emulator=18201))
+    assert problems == [
+        "port 18200 is given to both the task-app and the worker: "
+        "pick another with --worker-port N or WORKER_PORT=N"
+    ]
+
+
+def test_a_bad_stack_file_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing stack file stops the runner with exit 2 and names the file."""
+    assert main(["--stack", "Pulumi.nosuch.yaml"], io.StringIO()) == 2
+    assert "stack file Pulumi.nosuch.yaml not found" in capsys.readouterr().err
+
+
+def test_a_skipped_part_is_described_so_it_can_be_run_by_hand() -> None:
+    """--skip worker prints the exact command and environment the runner would have used,
+    so a developer runs that part in a debugger with the same wiring."""
+    settings = load_stack_file("Pulumi.dev.yaml")
+    worker = build_plan(settings, Path("Pulumi.dev.yaml"))[WORKER]
+    command = run_yourself(worker)
+    assert "OIDC_CALLER_EMAIL=task-app@cloud-run-tasks-dev.iam.gserviceaccount.com" in command
+    assert "'worker:create_app()'" in command
+    assert "--bind 127.0.0.1:8081" in command
