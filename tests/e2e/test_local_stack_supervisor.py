@@ -10,12 +10,12 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from local_stack.plan import Part
 from local_stack.supervisor import STACK, LocalStack, StartupError, StopRequested
+from tests.e2e.harness import alive
 
 # A part that serves 200 on every path, says so, and, with --child-ignoring-term, starts
 # a child that ignores SIGTERM (as a stuck worker process would) and prints its pid.
@@ -80,15 +80,6 @@ class Lines:
     def of(self, part: str) -> list[str]:
         with self.lock:
             return [line for name, line in self.items if name == part]
-
-
-def alive(pid: int) -> bool:
-    """True while pid is a live process (a zombie waiting to be reaped counts as dead)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in {"Z", "X"}
 
 
 def test_parts_start_in_order_stream_under_their_names_and_stop_completely() -> None:

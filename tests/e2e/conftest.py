@@ -1,0 +1,26 @@
+"""Fixtures for the end-to-end tests: the whole local system, started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from local_stack.plan import build_plan
+from stack_settings import load_stack_file
+from tests.e2e.harness import STACK_FILE, StackLog, System, free_ports, start_system
+
+
+@pytest.fixture(scope="session")
+def system() -> Iterator[System]:
+    """The whole local system with Pulumi.dev.yaml's queue, shared by the end-to-end tests
+    (each test uses its own task ids, and waits until its tasks are done)."""
+    settings = load_stack_file(STACK_FILE)
+    ports = free_ports()
+    plan = build_plan(settings, STACK_FILE, ports)
+    log = StackLog()
+    stack = start_system(plan, log, ports)
+    try:
+        yield System(settings, ports, plan, log, stack)
+    finally:
+        stack.stop()
