@@ -1,0 +1,106 @@
+"""Command line: ``python -m tasks_emulator [--host H] [--port P] [--keys-port K]
+[--stack-config Pulumi.dev.yaml]``. Prints one ready line, stops cleanly on SIGTERM or
+Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from stack_settings import SettingsError, load_stack_file
+
+from .server import Emulator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks_emulator",
+        description="A local Cloud Tasks (google.cloud.tasks.v2 gRPC API) for development.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8123, help="gRPC port (0: any free port)")
+    parser.add_argument(
+        "--keys-port", type=int, default=8124, help="port of the OIDC keys (0: any free port)"
+    )
+    parser.add_argument(
+        "--stack-config",
+        help="a Pulumi.<stack>.yaml whose queue to create with its retry and rate settings",
+    )
+    parser.add_argument(
+        "--task-name-reuse-seconds",
+        type=float,
+        default=3600.0,
+        help="how long a finished or deleted task's name stays taken (default 1 hour)",
+    )
+    parser.add_argument(
+        "--queue-name-reuse-seconds",
+        type=float,
+        default=7 * 24 * 3600.0,
+        help="how long a deleted queue's name stays taken (default 7 days)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="info logs every attempt; warning is quiet",
+    )
+    args = parser.parse_args(argv)
+    for name in ("port", "keys_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0-65535")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    queue_note = ""
+    queue_id = queue_config = None
+    if args.stack_config:
+        try:
+            settings = load_stack_file(args.stack_config)
+        except (OSError, SettingsError) as error:
+            print(f"tasks_emulator: {error}", file=sys.stderr)
+            return 2
+        queue_id, queue_config = settings.queue_id, settings.queue_config()
+    emulator = Emulator(
+        args.host,
+        args.port,
+        args.keys_port,
+        task_name_reuse_seconds=args.task_name_reuse_seconds,
+        queue_name_reuse_seconds=args.queue_name_reuse_seconds,
+    )
+    try:
+        await emulator.start()
+    except OSError as error:
+        print(f"tasks_emulator: {error}", file=sys.stderr)
+        return 1
+    if queue_id and queue_config:
+        emulator.ensure_queue(queue_id, queue_config)
+        queue_note = f", queue {queue_id}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"tasks_emulator ready: gRPC {emulator.address}, OIDC certs {emulator.certs_url}"
+        f"{queue_note}",
+        flush=True,
+    )
+    await stop.wait()
+    await emulator.stop()
+    print("tasks_emulator stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

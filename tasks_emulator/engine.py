@@ -1,0 +1,626 @@
+"""The emulator's engine: queues, tasks, the schedule, rate limits and attempts.
+
+Everything here runs on one asyncio event loop and reads time only from its Clock. A
+queue keeps its waiting tasks in a heap by due time; ``_pump`` starts every attempt that
+is due, allowed by the token bucket and under the concurrency limit, and otherwise arms
+one timer for the moment the next attempt can start. An attempt's end (response, refused
+connection or dispatch deadline) records the outcome, then deletes the task or puts it
+back in the heap at end-of-attempt + backoff, and pumps again. No attempt waits for
+another: a hung worker only occupies its own concurrency slot until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import email.utils
+import heapq
+import itertools
+import logging
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.cloud.tasks_v2.types import task as task_types
+from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from . import validation as v
+from .clock import Clock, TimerHandle
+from .dispatch import HttpClient
+from .errors import ApiError, already_exists, invalid, not_found
+from .oidc import TokenSigner
+from .retry import RetryPolicy
+
+log = logging.getLogger("tasks_emulator")
+
+View = task_types.Task.View
+QueueState = v.QueuePb.State
+RETRY_AFTER_STATUSES = {429, 503}
+# Attempts without any HTTP response are reported to the next attempt as a gateway status:
+# 504 after the dispatch deadline (recorded from the real service), 503 for a connection
+# that could not be made (the HTTP form of the UNAVAILABLE status the service reports).
+TIMEOUT_STATUS = 504
+UNREACHABLE_STATUS = 503
+_RESERVED_HEADER = re.compile(
+    r"^(x-cloudtasks-.*|x-google-.*|x-appengine-.*|host|content-length|user-agent)$", re.I
+)
+# HTTP status -> google.rpc.Code, as in google/rpc/code.proto's HTTP mapping.
+_RPC_CODE = {
+    400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 429: 8, 499: 1,
+    500: 13, 501: 12, 503: 14, 504: 4,
+}  # fmt: skip
+
+
+def rpc_code(status: int) -> int:
+    if 200 <= status < 300:
+        return 0
+    if status in _RPC_CODE:
+        return _RPC_CODE[status]
+    if 400 <= status < 500:
+        return 9  # FAILED_PRECONDITION
+    if status >= 500:
+        return 13  # INTERNAL
+    return 2  # UNKNOWN (1xx, 3xx)
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass
+class Attempt:
+    schedule_time: float
+    dispatch_time: float
+    response_time: float | None = None
+    http_status: int | None = None
+    rpc_code: int = 0
+    message: str = ""
+
+
+class TaskState:
+    """One task waiting, running or between attempts."""
+
+    __slots__ = (
+        "create_time", "deadline", "dispatch_count", "done", "execution_count",
+        "first_dispatch", "last_attempt", "name", "pb", "previous_response", "queue",
+        "ready_seq", "response_count", "retry", "running", "schedule_time", "short_id",
+    )  # fmt: skip
+
+    def __init__(
+        self, queue: QueueRecord, name: str, pb: Any, *, deadline: float, now: float, when: float
+    ) -> None:
+        self.queue = queue
+        self.name = name
+        self.short_id = name.rsplit("/", 1)[1]
+        self.pb = pb
+        self.deadline = deadline
+        self.create_time = now
+        self.schedule_time = when
+        self.retry: RetryPolicy | None = None  # a task-level override of the queue's
+        self.dispatch_count = 0
+        self.response_count = 0
+        self.execution_count = 0
+        self.first_dispatch: float | None = None
+        self.last_attempt: Attempt | None = None
+        self.previous_response: int | None = None
+        self.ready_seq: int | None = None
+        self.running = 0
+        self.done = False
+
+
+class QueueRecord:
+    """One queue: its configuration, its tasks and its dispatch state."""
+
+    def __init__(self, pb: Any, settings: v.QueueSettings, now: float) -> None:
+        self.pb = pb
+        self.name: str = pb.name
+        self.short_id = self.name.rsplit("/", 1)[1]
+        self.settings = settings
+        self.tasks: dict[str, TaskState] = {}
+        self.ready: list[tuple[float, int, TaskState]] = []
+        self.tokens = float(settings.burst)
+        self.tokens_time = now
+        self.inflight = 0
+        self.forced_inflight = 0
+        self.timer: TimerHandle | None = None
+        self.timer_when = math.inf
+        self.deleted = False
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.pb.state == QueueState.PAUSED)
+
+
+def _encode_token(last: str) -> str:
+    return base64.urlsafe_b64encode(last.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(f"Invalid page token {token!r}.") from None
+
+
+def _page(names: list[str], page_size: int, token: str, limit: int) -> tuple[list[str], str]:
+    if page_size < 0:
+        raise invalid(f"page_size must not be negative (got {page_size}).")
+    size = min(page_size or limit, limit)
+    start = bisect.bisect_right(names, _decode_token(token)) if token else 0
+    chosen = names[start : start + size]
+    more = start + size < len(names)
+    return chosen, (_encode_token(chosen[-1]) if more and chosen else "")
+
+
+class Engine:
+    """Every queue of one emulator, and the API's operations on them."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        http: HttpClient,
+        signer: TokenSigner,
+        task_name_reuse_seconds: float = 3600.0,
+        queue_name_reuse_seconds: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.clock = clock
+        self.http = http
+        self.signer = signer
+        self.task_name_reuse_seconds = task_name_reuse_seconds
+        self.queue_name_reuse_seconds = queue_name_reuse_seconds
+        self.queues: dict[str, QueueRecord] = {}
+        self._task_tombstones: dict[str, float] = {}
+        self._queue_tombstones: dict[str, float] = {}
+        self._sequence = itertools.count()
+        self._tombstone_writes = 0
+
+    # ---- queues --------------------------------------------------------------------
+
+    def _queue(self, name: str) -> QueueRecord:
+        v.check_queue_name(name)
+        record = self.queues.get(name)
+        if record is None:
+            raise not_found()
+        return record
+
+    def create_queue(self, parent: str, queue: Any) -> Any:
+        v.check_location(parent)
+        pb = v.QueuePb()
+        pb.CopyFrom(queue)
+        v.check_queue_name(pb.name)
+        if not pb.name.startswith(parent + "/queues/"):
+            raise invalid(f"Queue name {pb.name!r} must be in the parent {parent!r}.")
+        if pb.name in self.queues:
+            raise already_exists()
+        now = self.clock.now()
+        if self._queue_tombstones.get(pb.name, -math.inf) > now:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "The queue cannot be created because a queue with this name existed too recently.",
+            )
+        settings = v.normalize_queue(pb)
+        pb.state = QueueState.RUNNING
+        pb.ClearField("purge_time")
+        self.queues[pb.name] = QueueRecord(pb, settings, now)
+        log.info("queue created: %s", pb.name)
+        return self._queue_out(self.queues[pb.name])
+
+    def get_queue(self, name: str) -> Any:
+        return self._queue_out(self._queue(name))
+
+    def list_queues(self, parent: str, filter_: str, page_size: int, token: str) -> Any:
+        v.check_location(parent)
+        state = None
+        if filter_.strip():
+            match = re.fullmatch(r"\s*state\s*[:=]\s*(RUNNING|PAUSED|DISABLED)\s*", filter_)
+            if not match:
+                raise invalid(
+                    f"Unsupported filter {filter_!r}: only 'state: RUNNING|PAUSED|DISABLED'."
+                )
+            state = QueueState.Value(match.group(1))
+        prefix = parent + "/queues/"
+        names = sorted(
+            name
+            for name, record in self.queues.items()
+            if name.startswith(prefix) and (state is None or record.pb.state == state)
+        )
+        chosen, next_token = _page(names, page_size, token, limit=9800)
+        response = v.ListQueuesResponsePb()
+        response.queues.extend(self._queue_out(self.queues[name]) for name in chosen)
+        response.next_page_token = next_token
+        return response
+
+    def update_queue(self, queue: Any, mask: Any) -> Any:
+        v.check_queue_name(queue.name)
+        record = self.queues.get(queue.name)
+        if record is None:
+            # The API creates the queue when it does not exist.
+            return self.create_queue(queue.name.rsplit("/queues/", 1)[0], queue)
+        updated = v.QueuePb()
+        paths = [p for p in mask.paths if p != "rate_limits.max_burst_size"]
+        if mask.paths:
+            for path in paths:
+                if path.split(".")[0] in ("name", "state", "purge_time"):
+                    raise invalid(f"update_mask path {path!r} is not a field that can be set.")
+            clean = field_mask_pb2.FieldMask(paths=paths)
+            if not clean.IsValidForDescriptor(v.QueuePb.DESCRIPTOR):
+                raise invalid(f"update_mask {list(mask.paths)!r} names an unknown Queue field.")
+            updated.CopyFrom(record.pb)
+            clean.MergeMessage(queue, updated, replace_message_field=True)
+        else:
+            updated.CopyFrom(queue)
+        updated.name = record.name
+        updated.state = record.pb.state
+        if record.pb.HasField("purge_time"):
+            updated.purge_time.CopyFrom(record.pb.purge_time)
+        settings = v.normalize_queue(updated)
+        record.pb = updated
+        record.settings = settings
+        record.tokens = min(record.tokens, float(settings.burst))
+        self._pump(record)
+        return self._queue_out(record)
+
+    def delete_queue(self, name: str) -> None:
+        record = self._queue(name)
+        del self.queues[name]
+        record.deleted = True
+        self._cancel_timer(record)
+        for task in record.tasks.values():
+            task.done = True
+        record.tasks.clear()
+        record.ready.clear()
+        self._queue_tombstones[name] = self.clock.now() + self.queue_name_reuse_seconds
+        log.info("queue deleted: %s", name)
+
+    def purge_queue(self, name: str) -> Any:
+        record = self._queue(name)
+        now = self.clock.now()
+        for task in list(record.tasks.values()):
+            self._forget(task, now)
+        record.ready.clear()
+        record.pb.purge_time.CopyFrom(_timestamp(now))
+        return self._queue_out(record)
+
+    def pause_queue(self, name: str) -> Any:
+        record = self._queue(name)
+        record.pb.state = QueueState.PAUSED
+        self._cancel_timer(record)
+        return self._queue_out(record)
+
+    def resume_queue(self, name: str) -> Any:
+        record = self._queue(name)
+        record.pb.state = QueueState.RUNNING
+        self._pump(record)
+        return self._queue_out(record)
+
+    @staticmethod
+    def _queue_out(record: QueueRecord) -> Any:
+        out = v.QueuePb()
+        out.CopyFrom(record.pb)
+        return out
+
+    # ---- tasks ---------------------------------------------------------------------
+
+    def _task(self, name: str) -> TaskState:
+        v.check_task_name(name)
+        record = self.queues.get(name.rsplit("/tasks/", 1)[0])
+        task = record.tasks.get(name) if record else None
+        if task is None:
+            raise not_found()
+        return task
+
+    def create_task(self, parent: str, task: Any, view: int) -> Any:
+        v.check_queue_name(parent)
+        record = self.queues.get(parent)
+        if record is None:
+            raise not_found()
+        now = self.clock.now()
+        pb = v.TaskPb()
+        pb.CopyFrom(task)
+        if pb.name:
+            v.check_task_name(pb.name)
+            if not pb.name.startswith(parent + "/tasks/"):
+                raise invalid(f"Task name {pb.name!r} must be in the queue {parent!r}.")
+            if pb.name in record.tasks or self._task_tombstones.get(pb.name, -math.inf) > now:
+                raise already_exists()
+        else:
+            pb.name = f"{parent}/tasks/{secrets.randbelow(9 * 10**18) + 10**18}"
+        deadline = v.normalize_task(pb, now)
+        retry = None
+        if pb.HasField("retry_config"):
+            retry = v.normalize_retry_config(pb.retry_config, record.settings.retry)
+        when = now
+        if pb.HasField("schedule_time"):
+            when = max(now, pb.schedule_time.ToNanoseconds() / 1e9)
+        for field in ("schedule_time", "create_time", "first_attempt", "last_attempt"):
+            pb.ClearField(field)
+        pb.dispatch_count = pb.response_count = 0
+        state = TaskState(record, pb.name, pb, deadline=deadline, now=now, when=when)
+        state.retry = retry
+        record.tasks[pb.name] = state
+        self._enqueue(record, state)
+        created = self._task_out(state, view)  # as created, before any attempt starts
+        self._pump(record)
+        return created
+
+    def get_task(self, name: str, view: int) -> Any:
+        return self._task_out(self._task(name), view)
+
+    def list_tasks(self, parent: str, view: int, page_size: int, token: str) -> Any:
+        record = self._queue(parent)
+        chosen, next_token = _page(sorted(record.tasks), page_size, token, limit=1000)
+        response = v.ListTasksResponsePb()
+        response.tasks.extend(self._task_out(record.tasks[name], view) for name in chosen)
+        response.next_page_token = next_token
+        return response
+
+    def delete_task(self, name: str) -> None:
+        task = self._task(name)
+        self._forget(task, self.clock.now())
+
+    def run_task(self, name: str, view: int) -> Any:
+        task = self._task(name)
+        task.ready_seq = None  # its place in the heap, if any, is void
+        self._start_attempt(task.queue, task, forced=True)
+        return self._task_out(task, view)
+
+    def _task_out(self, task: TaskState, view: int) -> Any:
+        out = v.TaskPb()
+        out.CopyFrom(task.pb)
+        if view != View.FULL:
+            out.http_request.ClearField("body")
+        out.view = view if view == View.FULL else View.BASIC
+        out.schedule_time.CopyFrom(_timestamp(task.schedule_time))
+        out.create_time.CopyFrom(_timestamp(task.create_time))
+        out.dispatch_count = task.dispatch_count
+        out.response_count = task.response_count
+        if task.first_dispatch is not None:
+            out.first_attempt.dispatch_time.CopyFrom(_timestamp(task.first_dispatch))
+        attempt = task.last_attempt
+        if attempt is not None:
+            last = out.last_attempt
+            last.schedule_time.CopyFrom(_timestamp(attempt.schedule_time))
+            last.dispatch_time.CopyFrom(_timestamp(attempt.dispatch_time))
+            if attempt.response_time is not None:
+                last.response_time.CopyFrom(_timestamp(attempt.response_time))
+                last.response_status.code = attempt.rpc_code
+                last.response_status.message = attempt.message
+        return out
+
+    def _forget(self, task: TaskState, now: float) -> None:
+        """Removes a task (finished, stopped, deleted or purged); its name stays taken
+        for the reuse window."""
+        task.done = True
+        task.ready_seq = None
+        task.queue.tasks.pop(task.name, None)
+        self._task_tombstones[task.name] = now + self.task_name_reuse_seconds
+        self._tombstone_writes += 1
+        if self._tombstone_writes % 10_000 == 0:
+            self._task_tombstones = {
+                name: until for name, until in self._task_tombstones.items() if until > now
+            }
+
+    # ---- scheduling ----------------------------------------------------------------
+
+    def _enqueue(self, record: QueueRecord, task: TaskState) -> None:
+        seq = next(self._sequence)
+        task.ready_seq = seq
+        heapq.heappush(record.ready, (task.schedule_time, seq, task))
+
+    def _cancel_timer(self, record: QueueRecord) -> None:
+        if record.timer is not None:
+            record.timer.cancel()
+        record.timer = None
+        record.timer_when = math.inf
+
+    def _arm(self, record: QueueRecord, when: float) -> None:
+        if record.timer is not None and record.timer_when <= when:
+            return  # an earlier wake-up is already set; it will re-arm
+        self._cancel_timer(record)
+        record.timer_when = when
+
+        def wake() -> None:
+            record.timer = None
+            record.timer_when = math.inf
+            self._pump(record)
+
+        record.timer = self.clock.call_at(when, wake)
+
+    def _pump(self, record: QueueRecord) -> None:
+        """Starts every attempt the queue may start now."""
+        if record.deleted or record.paused:
+            self._cancel_timer(record)
+            return
+        settings = record.settings
+        ready = record.ready
+        now = self.clock.now()
+        while ready:
+            when, seq, task = ready[0]
+            if task.ready_seq != seq:
+                heapq.heappop(ready)
+                continue
+            if when > now:
+                self._arm(record, when)
+                return
+            if record.inflight >= settings.max_concurrent:
+                return  # the end of an attempt pumps again
+            record.tokens = min(
+                float(settings.burst),
+                record.tokens + (now - record.tokens_time) * settings.rate,
+            )
+            record.tokens_time = now
+            if record.tokens < 1.0 - 1e-9:
+                self._arm(record, now + (1.0 - record.tokens) / settings.rate)
+                return
+            record.tokens -= 1.0
+            heapq.heappop(ready)
+            task.ready_seq = None
+            self._start_attempt(record, task, forced=False)
+
+    def _start_attempt(self, record: QueueRecord, task: TaskState, forced: bool) -> None:
+        now = self.clock.now()
+        if forced:
+            record.forced_inflight += 1
+        else:
+            record.inflight += 1
+        request = task.pb.http_request
+        headers = {k: val for k, val in request.headers.items() if not _RESERVED_HEADER.match(k)}
+        headers["User-Agent"] = "Google-Cloud-Tasks"
+        headers["X-CloudTasks-QueueName"] = record.short_id
+        headers["X-CloudTasks-TaskName"] = task.short_id
+        headers["X-CloudTasks-TaskRetryCount"] = str(task.dispatch_count)
+        headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
+        headers["X-CloudTasks-TaskETA"] = f"{task.schedule_time:.6f}"
+        if task.previous_response is not None:
+            headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response)
+            headers["X-CloudTasks-TaskRetryReason"] = ""
+        if request.HasField("oidc_token"):
+            # Minted per attempt, so a retry never carries an expired token.
+            for key in [k for k in headers if k.lower() == "authorization"]:
+                del headers[key]
+            token = self.signer.mint(
+                request.oidc_token.service_account_email,
+                request.oidc_token.audience or request.url,
+                now,
+            )
+            headers["Authorization"] = f"Bearer {token}"
+        task.dispatch_count += 1
+        task.running += 1
+        if task.first_dispatch is None:
+            task.first_dispatch = now
+        task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
+        method = v.HttpMethod(request.http_method).name
+        self.clock.spawn(
+            self._attempt(record, task, forced, method=method, headers=headers, started=now)
+        )
+
+    async def _attempt(
+        self,
+        record: QueueRecord,
+        task: TaskState,
+        forced: bool,
+        *,
+        method: str,
+        headers: dict[str, str],
+        started: float,
+    ) -> None:
+        request = task.pb.http_request
+        loop = asyncio.get_running_loop()
+        deadline_passed: asyncio.Future[Any] = loop.create_future()
+
+        def on_deadline() -> None:
+            if not deadline_passed.done():
+                deadline_passed.set_result(None)
+
+        timer = self.clock.call_at(started + task.deadline, on_deadline)
+        sending: asyncio.Future[Any] = loop.create_task(
+            self.http.send(method, request.url, headers, request.body)
+        )
+        try:
+            await asyncio.wait({sending, deadline_passed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not sending.done():
+                sending.cancel()
+        status: int | None = None
+        retry_after = None
+        if sending.done() and not sending.cancelled() and sending.exception() is None:
+            status, retry_after_header = sending.result()
+            retry_after = parse_retry_after(retry_after_header, self.clock.now())
+            message = f"HTTP status {status}"
+        elif sending.done() and not sending.cancelled():
+            error = sending.exception()
+            message = f"connection failed: {type(error).__name__}: {error}"
+        else:
+            message = f"dispatch deadline of {task.deadline:g}s exceeded"
+        self._finish(record, task, forced, status=status, retry_after=retry_after, message=message)
+
+    def _finish(
+        self,
+        record: QueueRecord,
+        task: TaskState,
+        forced: bool,
+        *,
+        status: int | None,
+        retry_after: float | None,
+        message: str,
+    ) -> None:
+        now = self.clock.now()
+        if forced:
+            record.forced_inflight -= 1
+        else:
+            record.inflight -= 1
+        task.running -= 1
+        outcome = str(status) if status is not None else message
+        log.info(
+            "%s/%s attempt %d -> %s", record.short_id, task.short_id, task.dispatch_count, outcome
+        )
+        if task.done:
+            self._pump(record)
+            return
+        attempt = task.last_attempt
+        if attempt is not None:
+            attempt.response_time = now
+            attempt.message = message
+        if status is None:
+            timed_out = message.startswith("dispatch deadline")
+            task.previous_response = TIMEOUT_STATUS if timed_out else UNREACHABLE_STATUS
+            if attempt is not None:
+                attempt.rpc_code = 4 if timed_out else 14
+        else:
+            task.response_count += 1
+            if status < 500:
+                task.execution_count += 1
+            task.previous_response = status
+            if attempt is not None:
+                attempt.http_status = status
+                attempt.rpc_code = rpc_code(status)
+        if status is not None and 200 <= status < 300:
+            self._forget(task, now)
+        elif task.running == 0:
+            self._retry_or_stop(record, task, status, retry_after, now)
+        self._pump(record)
+
+    def _retry_or_stop(
+        self,
+        record: QueueRecord,
+        task: TaskState,
+        status: int | None,
+        retry_after: float | None,
+        now: float,
+    ) -> None:
+        policy = task.retry or record.settings.retry
+        first = task.first_dispatch if task.first_dispatch is not None else now
+        if policy.should_stop(task.dispatch_count, now - first):
+            log.info(
+                "%s/%s stopped after %d attempts", record.short_id, task.short_id,
+                task.dispatch_count,
+            )  # fmt: skip
+            self._forget(task, now)
+            return
+        delay = policy.interval(task.dispatch_count - 1)
+        if status in RETRY_AFTER_STATUSES and retry_after is not None:
+            delay = max(delay, retry_after)
+        task.schedule_time = now + delay
+        self._enqueue(record, task)

@@ -1,0 +1,124 @@
+"""OIDC ID tokens like the ones Cloud Tasks mints for HTTP tasks, and their public keys.
+
+A fresh RSA key is generated when the emulator starts. Each attempt of a task with an
+``oidc_token`` gets its own RS256 token, minted at dispatch time, with the claims Google
+puts in a service account's ID token. The keys are served over HTTP in the three shapes
+verifiers read: PEM certificates by key id (``/oauth2/v1/certs``, what
+``google.oauth2.id_token.verify_token(certs_url=...)`` reads), a JWKS
+(``/oauth2/v3/certs``) and an OpenID configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+ISSUER = "https://accounts.google.com"
+TOKEN_LIFETIME_SECONDS = 3600
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def subject_of(email: str) -> str:
+    """A stable numeric id for a service account, shaped like Google's 21-digit ``sub``."""
+    digest = int.from_bytes(hashlib.sha256(email.encode()).digest()[:9], "big")
+    return "1" + str(digest).zfill(20)[-20:]
+
+
+class TokenSigner:
+    """Holds the emulator's signing key and mints ID tokens with it."""
+
+    def __init__(self) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tasks-emulator-oidc")])
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(self._key, hashes.SHA256())
+        )
+        self.key_id = self._cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - an id, not security
+
+    def mint(self, email: str, audience: str, now: float) -> str:
+        """An ID token for ``email`` with ``audience``, issued at ``now`` (epoch seconds)."""
+        issued = int(now)
+        subject = subject_of(email)
+        claims = {
+            "aud": audience,
+            "azp": subject,
+            "email": email,
+            "email_verified": True,
+            "exp": issued + TOKEN_LIFETIME_SECONDS,
+            "iat": issued,
+            "iss": ISSUER,
+            "sub": subject,
+        }
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def pem_certs(self) -> dict[str, str]:
+        pem = self._cert.public_bytes(serialization.Encoding.PEM).decode()
+        return {self.key_id: pem}
+
+    def jwks(self) -> dict[str, Any]:
+        numbers = self._key.public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "alg": "RS256",
+                    "use": "sig",
+                    "kid": self.key_id,
+                    "n": _b64url_uint(numbers.n),
+                    "e": _b64url_uint(numbers.e),
+                }
+            ]
+        }
+
+
+def keys_app(signer: TokenSigner) -> web.Application:
+    """The HTTP application serving ``signer``'s public keys."""
+
+    async def v1_certs(_: web.Request) -> web.Response:
+        return web.json_response(signer.pem_certs(), headers={"Cache-Control": "no-store"})
+
+    async def v3_certs(_: web.Request) -> web.Response:
+        return web.json_response(signer.jwks(), headers={"Cache-Control": "no-store"})
+
+    async def openid_configuration(request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}"
+        return web.json_response(
+            {
+                "issuer": ISSUER,
+                "jwks_uri": f"{base}/oauth2/v3/certs",
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "subject_types_supported": ["public"],
+                "response_types_supported": ["id_token"],
+                "claims_supported": [
+                    *("aud", "azp", "email", "email_verified"),
+                    *("exp", "iat", "iss", "sub"),
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/oauth2/v1/certs", v1_certs)
+    app.router.add_get("/oauth2/v3/certs", v3_certs)
+    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
+    return app

@@ -1,0 +1,179 @@
+"""Starting and stopping the emulator: in-process (``Emulator``, an async context manager,
+or ``EmulatorThread`` for synchronous code) and from the command line (``__main__``)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import grpc
+from aiohttp import web
+from google.protobuf import field_mask_pb2, json_format
+
+from .clock import Clock, RealClock, VirtualClock
+from .dispatch import HttpClient
+from .engine import Engine
+from .oidc import TokenSigner, keys_app
+from .servicer import generic_handler
+from .validation import QueuePb
+
+T = TypeVar("T")
+
+
+class Emulator:
+    """The gRPC API on ``host:port`` and the OIDC keys on ``host:keys_port`` (port 0 picks
+    a free port; the bound ports are in ``port``/``keys_port`` once started)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8123,
+        keys_port: int = 8124,
+        *,
+        clock: Clock | None = None,
+        task_name_reuse_seconds: float = 3600.0,
+        queue_name_reuse_seconds: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.keys_port = keys_port
+        self.clock: Clock = clock or RealClock()
+        self.signer = TokenSigner()
+        self.http = HttpClient()
+        self.engine = Engine(
+            self.clock,
+            self.http,
+            self.signer,
+            task_name_reuse_seconds=task_name_reuse_seconds,
+            queue_name_reuse_seconds=queue_name_reuse_seconds,
+        )
+        self._grpc: grpc.aio.Server | None = None
+        self._keys: web.AppRunner | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the gRPC API, for an insecure channel."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def keys_url(self) -> str:
+        return f"http://{self.host}:{self.keys_port}"
+
+    @property
+    def certs_url(self) -> str:
+        """PEM certificates by key id, as google-auth's ``verify_token`` reads them."""
+        return f"{self.keys_url}/oauth2/v1/certs"
+
+    async def start(self) -> None:
+        await self.http.start()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((generic_handler(self.engine),))
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            await self.http.close()
+            raise OSError(f"cannot listen on {self.host}:{self.port} (gRPC)")
+        self.port = bound
+        await server.start()
+        self._grpc = server
+        runner = web.AppRunner(keys_app(self.signer), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.keys_port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            await self.stop()
+            raise
+        self._keys = runner
+        self.keys_port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=0.5)
+            self._grpc = None
+        if self._keys is not None:
+            await self._keys.cleanup()
+            self._keys = None
+        await self.clock.cancel_all()
+        await self.http.close()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    def ensure_queue(self, name: str, config: dict[str, Any]) -> Any:
+        """Creates queue ``name`` with ``config`` (Cloud Tasks API shape, e.g. a stack's
+        ``queue_config()``), or updates it to that config if it exists."""
+        queue = QueuePb()
+        json_format.ParseDict(config, queue)
+        queue.name = name
+        if name in self.engine.queues:
+            return self.engine.update_queue(queue, field_mask_pb2.FieldMask())
+        return self.engine.create_queue(name.rsplit("/queues/", 1)[0], queue)
+
+
+class EmulatorThread:
+    """Runs an ``Emulator`` on its own event loop in a background thread, for synchronous
+    callers (the official synchronous client, a local runner)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tasks-emulator", daemon=True
+        )
+        self._kwargs = kwargs
+        self.emulator: Emulator | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Runs ``coro`` on the emulator's loop and returns its result."""
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def call(self, function: Any, *args: Any) -> Any:
+        """Calls ``function(*args)`` on the emulator's loop (the engine is not thread-safe)."""
+
+        async def call() -> Any:
+            return function(*args)
+
+        return self.run(call())
+
+    def start(self) -> Emulator:
+        self._thread.start()
+
+        async def make() -> Emulator:
+            emulator = Emulator(**self._kwargs)
+            await emulator.start()
+            return emulator
+
+        self.emulator = self.run(make())
+        return self.emulator
+
+    def advance(self, seconds: float) -> None:
+        """Moves a VirtualClock forward (see ``VirtualClock.advance``)."""
+        assert self.emulator is not None
+        clock = self.emulator.clock
+        if not isinstance(clock, VirtualClock):
+            raise TypeError("advance() needs an Emulator started with clock=VirtualClock()")
+        self.run(clock.advance(seconds), timeout=None)
+
+    def stop(self) -> None:
+        if self.emulator is not None:
+            self.run(self.emulator.stop())
+            self.emulator = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,106 @@
+"""The ``google.cloud.tasks.v2.CloudTasks`` gRPC service, served from the protobuf classes
+that ship with google-cloud-tasks (no generated stubs): each method is a generic handler
+that parses the request, calls the engine and serializes its answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.cloud.tasks_v2.types import cloudtasks
+from google.protobuf import empty_pb2
+
+from .engine import Engine
+from .errors import ApiError
+from .validation import QueuePb, TaskPb
+
+log = logging.getLogger("tasks_emulator")
+
+SERVICE = "google.cloud.tasks.v2.CloudTasks"
+
+
+def _methods(engine: Engine) -> dict[str, tuple[Any, Any, Callable[[Any], Any]]]:
+    """Method name -> (request class, response class, handler)."""
+    empty = empty_pb2.Empty
+
+    def delete_queue(r: Any) -> Any:
+        engine.delete_queue(r.name)
+        return empty()
+
+    def delete_task(r: Any) -> Any:
+        engine.delete_task(r.name)
+        return empty()
+
+    return {
+        "CreateQueue": (
+            cloudtasks.CreateQueueRequest.pb(), QueuePb,
+            lambda r: engine.create_queue(r.parent, r.queue),
+        ),
+        "GetQueue": (cloudtasks.GetQueueRequest.pb(), QueuePb, lambda r: engine.get_queue(r.name)),
+        "ListQueues": (
+            cloudtasks.ListQueuesRequest.pb(), cloudtasks.ListQueuesResponse.pb(),
+            lambda r: engine.list_queues(r.parent, r.filter, r.page_size, r.page_token),
+        ),
+        "UpdateQueue": (
+            cloudtasks.UpdateQueueRequest.pb(), QueuePb,
+            lambda r: engine.update_queue(r.queue, r.update_mask),
+        ),
+        "DeleteQueue": (cloudtasks.DeleteQueueRequest.pb(), empty, delete_queue),
+        "PurgeQueue": (
+            cloudtasks.PurgeQueueRequest.pb(), QueuePb, lambda r: engine.purge_queue(r.name),
+        ),
+        "PauseQueue": (
+            cloudtasks.PauseQueueRequest.pb(), QueuePb, lambda r: engine.pause_queue(r.name),
+        ),
+        "ResumeQueue": (
+            cloudtasks.ResumeQueueRequest.pb(), QueuePb, lambda r: engine.resume_queue(r.name),
+        ),
+        "CreateTask": (
+            cloudtasks.CreateTaskRequest.pb(), TaskPb,
+            lambda r: engine.create_task(r.parent, r.task, r.response_view),
+        ),
+        "GetTask": (
+            cloudtasks.GetTaskRequest.pb(), TaskPb,
+            lambda r: engine.get_task(r.name, r.response_view),
+        ),
+        "ListTasks": (
+            cloudtasks.ListTasksRequest.pb(), cloudtasks.ListTasksResponse.pb(),
+            lambda r: engine.list_tasks(r.parent, r.response_view, r.page_size, r.page_token),
+        ),
+        "DeleteTask": (cloudtasks.DeleteTaskRequest.pb(), empty, delete_task),
+        "RunTask": (
+            cloudtasks.RunTaskRequest.pb(), TaskPb,
+            lambda r: engine.run_task(r.name, r.response_view),
+        ),
+    }  # fmt: skip
+
+
+def _unary(
+    name: str, call: Callable[[Any], Any]
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return call(request)
+        except ApiError as error:
+            await context.abort(error.code, error.message)
+        except Exception:
+            # A bug must not take the server down; the caller sees INTERNAL.
+            log.exception("%s failed", name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{name} failed inside the emulator")
+
+    return handle
+
+
+def generic_handler(engine: Engine) -> grpc.GenericRpcHandler:
+    """Every implemented method; others (IAM, CMEK, batch) answer UNIMPLEMENTED."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _unary(name, call),
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+        for name, (request_type, response_type, call) in _methods(engine).items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
