@@ -13,6 +13,7 @@ the key, the value given and what is allowed, before anything is declared.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -52,6 +53,9 @@ _DIGEST_REF = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-
 
 def _parse_duration(value: Any) -> Decimal:
     """'1s', '0.100s', '3600s' -> seconds. The format Cloud Tasks and pulumi-gcp use."""
+    text = value.strip() if isinstance(value, str) else ""
+    if text.startswith("-") and _DURATION.match(text[1:]):
+        raise ValueError("must not be negative (a duration in seconds such as '1s' or '0.5s')")
     if not isinstance(value, str) or not (match := _DURATION.match(value.strip())):
         raise ValueError("must be a duration in seconds such as '1s', '0.5s' or '3600s'")
     whole, fraction = match.groups()
@@ -113,6 +117,18 @@ def _check_image(value: str) -> str:
     return value
 
 
+def _whole_range(low: int, high: int | None = None, note: str = "") -> AfterValidator:
+    """A range check whose message names both limits (pydantic's names only the one crossed)."""
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"must be a whole number {allowed}{note}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _name_pattern(pattern: str, allowed: str) -> AfterValidator:
     compiled = re.compile(pattern)
 
@@ -165,26 +181,28 @@ class StackSettings(BaseModel):
             r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$", "lowercase letters, digits and hyphens"
         ),
     ]
-    keep_image_versions: int = Field(ge=1, le=1000)
+    keep_image_versions: Annotated[int, _whole_range(1, 1000)]
     queue_name: Annotated[
         str, _name_pattern(r"^[A-Za-z0-9-]{1,100}$", "1-100 letters, digits or hyphens")
     ]
     task_app_name: ServiceName
     worker_name: ServiceName
     max_dispatches_per_second: Rate
-    max_concurrent_dispatches: int = Field(ge=1, le=MAX_CONCURRENCY)
-    max_attempts: int = Field(ge=-1)
+    max_concurrent_dispatches: Annotated[
+        int, _whole_range(1, MAX_CONCURRENCY, " (Cloud Tasks' limit)")
+    ]
+    max_attempts: Annotated[int, _whole_range(-1, note=" (-1 = unlimited)")]
     min_backoff: Duration
     max_backoff: Duration
-    max_doublings: int = Field(ge=0)
+    max_doublings: Annotated[int, _whole_range(0)]
     max_retry_duration: Duration
     logging_sampling_ratio: Ratio
     worker_timeout: Deadline
     worker_cpu: int
     worker_memory: Annotated[str, AfterValidator(_check_memory)]
-    worker_min_instances: int = Field(ge=0, le=1000)
-    worker_max_instances: int = Field(ge=1, le=1000)
-    task_app_max_instances: int = Field(ge=1, le=1000)
+    worker_min_instances: Annotated[int, _whole_range(0, 1000)]
+    worker_max_instances: Annotated[int, _whole_range(1, 1000)]
+    task_app_max_instances: Annotated[int, _whole_range(1, 1000)]
     deletion_protection: bool
     task_app_image: ImageRef
     worker_image: ImageRef
@@ -283,6 +301,12 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    """A typo's likely intended key, so the message points straight at the fix."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def validate_config(config: Mapping[str, Any], source: str = "stack config") -> StackSettings:
     """Checks a stack's merged config (keys as Pulumi names them, such as
     ``cloud-run-tasks:maxAttempts`` and ``gcp:project``) and returns its settings, or raises
@@ -293,9 +317,10 @@ def validate_config(config: Mapping[str, Any], source: str = "stack config") -> 
         for name, info in StackSettings.model_fields.items()
     }
     to_key = {alias: key for key, alias in aliases.items()}
+    known = sorted(k.removeprefix(prefix) for k in aliases if k.startswith(prefix))
     problems = [
-        f"{key} = {value!r}: unknown setting (known: "
-        f"{', '.join(sorted(k.removeprefix(prefix) for k in aliases if k.startswith(prefix)))})"
+        f"{key} = {value!r}: unknown setting{_did_you_mean(key.removeprefix(prefix), known)} "
+        f"(known: {', '.join(known)})"
         for key, value in config.items()
         if key.startswith(prefix) and key not in aliases
     ]

@@ -1,0 +1,215 @@
+"""The cloud-run-tasks stack: read the stack's settings once, declare the system, export
+what a person or a pipeline needs from it.
+
+    browser -> task-app (public) -> Cloud Tasks queue -> worker (IAM-protected, internal)
+
+Every setting is validated before the first resource is declared; a bad value stops
+``pulumi preview``/``pulumi up`` with a message naming each problem.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+from components import (
+    CloudRunService,
+    CloudRunServiceArgs,
+    GeneratedSecret,
+    GeneratedSecretArgs,
+    ImageRegistry,
+    ImageRegistryArgs,
+    ProjectApis,
+    ProjectApisArgs,
+    SecretEnv,
+    ServiceIdentity,
+    ServiceIdentityArgs,
+    ServiceImage,
+    ServiceImageArgs,
+    TaskQueue,
+    TaskQueueArgs,
+)
+from components.image import RegistryLogin
+from stack_settings import SettingsError, StackSettings, validate_config
+
+RUN_API = "run.googleapis.com"
+TASKS_API = "cloudtasks.googleapis.com"
+REGISTRY_API = "artifactregistry.googleapis.com"
+IAM_API = "iam.googleapis.com"
+SECRETS_API = "secretmanager.googleapis.com"
+
+# Build context and Dockerfiles, relative to the project directory (where Pulumi runs the
+# program): both images share app/ so that they can share app/service_common.
+BUILD_CONTEXT = "app"
+DOCKERFILES = {"task-app": "app/task_app/Dockerfile", "worker": "app/worker/Dockerfile"}
+
+
+def read_settings() -> StackSettings:
+    """The stack's config as the Pulumi CLI hands it over (project defaults from Pulumi.yaml
+    already applied, every value a string), validated as a whole."""
+    config = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    try:
+        return validate_config(config, source=f"stack {pulumi.get_stack()}")
+    except SettingsError as error:
+        # RunError: the CLI prints the message (every problem) without a traceback.
+        raise pulumi.RunError(str(error)) from None
+
+
+settings = read_settings()
+project, region = settings.project, settings.region
+
+apis = ProjectApis(
+    "apis",
+    ProjectApisArgs(
+        project=project, services=[RUN_API, TASKS_API, REGISTRY_API, IAM_API, SECRETS_API]
+    ),
+)
+
+# ---- identities ------------------------------------------------------------------------
+task_app_identity = ServiceIdentity(
+    settings.task_app_name,
+    ServiceIdentityArgs(
+        project=project,
+        account_id=settings.task_app_name,
+        display_name="task-app: schedules tasks on the queue",
+        # Its tasks carry an OIDC token naming this same account.
+        can_act_as_itself=True,
+        requires=apis.require(IAM_API),
+    ),
+)
+worker_identity = ServiceIdentity(
+    settings.worker_name,
+    ServiceIdentityArgs(
+        project=project,
+        account_id=settings.worker_name,
+        display_name="worker: runs the tasks Cloud Tasks delivers",
+        requires=apis.require(IAM_API),
+    ),
+)
+
+# ---- images ----------------------------------------------------------------------------
+registry = ImageRegistry(
+    "registry",
+    ImageRegistryArgs(
+        project=project,
+        location=settings.registry_location,
+        repository_id=settings.repository_name,
+        keep_versions=settings.keep_image_versions,
+        requires=apis.require(REGISTRY_API),
+    ),
+)
+prebuilt = {"task-app": settings.task_app_image, "worker": settings.worker_image}
+login = None
+if not all(prebuilt.values()):
+    # The deploying identity's own short-lived token: no registry key stored anywhere.
+    login = RegistryLogin(
+        server=registry.host,
+        password=gcp.organizations.get_client_config_output().access_token,
+    )
+images = {
+    image: ServiceImage(
+        f"{image}-image",
+        ServiceImageArgs(
+            repository_url=registry.url,
+            image=image,
+            context=BUILD_CONTEXT,
+            dockerfile=DOCKERFILES[image],
+            login=login,
+            prebuilt=prebuilt[image],
+            requires=[registry],
+        ),
+    )
+    for image in ("task-app", "worker")
+}
+
+# ---- queue -----------------------------------------------------------------------------
+queue_config = settings.queue_config()
+queue = TaskQueue(
+    settings.queue_name,
+    TaskQueueArgs(
+        project=project,
+        location=region,
+        queue_name=settings.queue_name,
+        rate_limits=queue_config["rate_limits"],
+        retry_config=queue_config["retry_config"],
+        logging_sampling_ratio=settings.logging_sampling_ratio,
+        enqueuers={"task-app": task_app_identity.member},
+        deletion_protection=settings.deletion_protection,
+        requires=apis.require(TASKS_API),
+    ),
+)
+
+# ---- services --------------------------------------------------------------------------
+deadline = str(settings.dispatch_deadline_seconds)
+worker = CloudRunService(
+    settings.worker_name,
+    CloudRunServiceArgs(
+        project=project,
+        location=region,
+        service_name=settings.worker_name,
+        image=images["worker"].ref,
+        service_account=worker_identity.email,
+        env={
+            # The worker verifies that each task's token was minted for this account.
+            "OIDC_CALLER_EMAIL": task_app_identity.email,
+            "DISPATCH_DEADLINE_SECONDS": deadline,
+        },
+        cpu=settings.worker_cpu,
+        memory=settings.worker_memory,
+        # One setting, two uses: the request timeout and every task's dispatch deadline.
+        timeout_seconds=settings.dispatch_deadline_seconds,
+        min_instances=settings.worker_min_instances,
+        max_instances=settings.worker_max_instances,
+        ingress="internal",
+        public=False,
+        invokers={"task-app": task_app_identity.member},
+        deletion_protection=settings.deletion_protection,
+        requires=apis.require(RUN_API),
+    ),
+)
+
+session_key = GeneratedSecret(
+    f"{settings.task_app_name}-secret-key",
+    GeneratedSecretArgs(
+        project=project,
+        secret_id=f"{settings.task_app_name}-secret-key",
+        accessor=task_app_identity.member,
+        deletion_protection=settings.deletion_protection,
+        requires=apis.require(SECRETS_API),
+    ),
+)
+
+task_app = CloudRunService(
+    settings.task_app_name,
+    CloudRunServiceArgs(
+        project=project,
+        location=region,
+        service_name=settings.task_app_name,
+        image=images["task-app"].ref,
+        service_account=task_app_identity.email,
+        env={
+            "QUEUE": queue.queue_id,
+            "WORKER_URL": worker.uri,
+            "OIDC_SERVICE_ACCOUNT": task_app_identity.email,
+            "DISPATCH_DEADLINE_SECONDS": deadline,
+        },
+        secret_env={
+            "SECRET_KEY": SecretEnv(secret=session_key.secret_id, version=session_key.version)
+        },
+        max_instances=settings.task_app_max_instances,
+        ingress="all",
+        public=True,
+        deletion_protection=settings.deletion_protection,
+        # The secret component includes the accessor grant: a revision whose account
+        # cannot read its secret fails to start.
+        requires=[*apis.require(RUN_API), session_key],
+    ),
+)
+
+pulumi.export("taskAppUrl", task_app.uri)
+pulumi.export("workerUrl", worker.uri)
+pulumi.export("queueId", queue.queue_id)
+pulumi.export("taskAppServiceAccount", task_app_identity.email)
+pulumi.export("workerServiceAccount", worker_identity.email)
+pulumi.export("taskAppImage", images["task-app"].ref)
+pulumi.export("workerImage", images["worker"].ref)
