@@ -32,6 +32,8 @@ lint: sync ## ruff, mypy, hadolint, workflow schema and audit
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy .
+	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(RUN) zizmor --offline --quiet .github/workflows
 
 format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -5,9 +5,9 @@ Run by the Pulumi CLI (``pulumi preview --policy-pack policy``), which installs
 ``stack_rules.py`` without any Pulumi import so the project's tests can call them directly;
 this file only adapts CrossGuard's argument objects to them.
 
-Stack awareness: the CLI tells the analyzer which stack it runs for (``PULUMI_STACK``,
-which pulumi-policy hands to ``pulumi.get_stack()``); the deletion-protection rule applies
-to the stacks listed in its ``protectedStacks`` config (default: prod).
+Stack awareness: each resource's URN names its stack (``urn:pulumi:prod::...``); the
+deletion-protection rule applies to the stacks listed in its ``protectedStacks`` config
+(default: prod).
 """
 
 from __future__ import annotations
@@ -54,9 +54,12 @@ CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
-def current_stack() -> str:
-    """The stack being previewed or updated, as the CLI passes it to the analyzer; empty
-    when it cannot be told (the deletion-protection rule then errs towards protection)."""
+def stack_of(urn: str) -> str:
+    """The stack a resource belongs to, from its URN (``urn:pulumi:STACK::PROJECT::...``);
+    failing that, the stack the CLI names in the analyzer's environment. Empty when neither
+    tells (the deletion-protection rule then errs towards protection)."""
+    if urn.startswith("urn:pulumi:") and "::" in urn:
+        return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
     if os.environ.get("PULUMI_STACK"):
         return os.environ["PULUMI_STACK"]
     try:
@@ -65,8 +68,8 @@ def current_stack() -> str:
         return ""
 
 
-def _context(config: Mapping[str, Any]) -> RuleContext:
-    return RuleContext.from_config(current_stack(), config)
+def _context(config: Mapping[str, Any], urn: str) -> RuleContext:
+    return RuleContext.from_config(stack_of(urn), config)
 
 
 def _schema(rule: Rule) -> PolicyConfigSchema | None:
@@ -82,7 +85,7 @@ def resource_validation(
     check: Any = rule.check
 
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        for message in check(args.resource_type, args.props, _context(args.get_config())):
+        for message in check(args.resource_type, args.props, _context(args.get_config(), args.urn)):
             report_violation(message, None)
 
     return validate
@@ -94,7 +97,8 @@ def stack_validation(rule: Rule) -> Callable[[StackValidationArgs, ReportViolati
 
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         resources = [StackResource(r.resource_type, r.props, r.urn, r.name) for r in args.resources]
-        for message, urn in check(resources, _context(args.get_config())):
+        first_urn = resources[0].urn if resources else ""
+        for message, urn in check(resources, _context(args.get_config(), first_urn)):
             report_violation(message, urn or None)
 
     return validate

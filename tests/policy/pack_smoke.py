@@ -62,9 +62,20 @@ def _options() -> PolicyResourceOptions:
     return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
 
 
-def _resource_args(resource_type: str, props: dict[str, Any]) -> ResourceValidationArgs:
+def _urn(stack: str, resource_type: str, name: str) -> str:
+    return f"urn:pulumi:{stack}::cloud-run-tasks::{resource_type}::{name}"
+
+
+def _resource_args(
+    resource_type: str, props: dict[str, Any], stack: str = "prod"
+) -> ResourceValidationArgs:
     return ResourceValidationArgs(
-        resource_type, unknown_checking_proxy(props), f"urn:{resource_type}", "r", _options(), None
+        resource_type,
+        unknown_checking_proxy(props),
+        _urn(stack, resource_type, "r"),
+        "r",
+        _options(),
+        None,
     )
 
 
@@ -89,7 +100,7 @@ def main() -> int:
                 PolicyResource(
                     "gcp:cloudrunv2/service:Service",
                     unknown_checking_proxy({**shared, "name": name}),
-                    f"urn:{name}",
+                    _urn("prod", "gcp:cloudrunv2/service:Service", name),
                     name,
                     _options(),
                     None,
@@ -101,6 +112,15 @@ def main() -> int:
             ]
             policy.validate(StackValidationArgs(resources, {}), report)
         reported[policy.name] = messages
+
+    # The stack comes from each resource's URN: dev may turn deletion protection off.
+    protection = next(p for p in policies if p.name == "deletion-protection-in-prod")
+    dev_reports: list[str] = []
+    resource_type, props = BREACHES["deletion-protection-in-prod"]
+    protection.validate(
+        _resource_args(resource_type, props, stack="dev"),
+        lambda message, urn=None: dev_reports.append(message),
+    )
 
     # During preview a not-yet-known account raises, and the analyzer reports "can't run".
     account_policy = next(p for p in policies if p.name == "cloud-run-dedicated-service-account")
@@ -119,6 +139,7 @@ def main() -> int:
                 "policies": [p.name for p in policies],
                 "reported": reported,
                 "unknown_raises": unknown_raises,
+                "dev_deletion_protection_reports": len(dev_reports),
                 "pulumi_policy": version("pulumi-policy"),
                 "protobuf": version("protobuf"),
             },

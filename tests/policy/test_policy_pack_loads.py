@@ -48,7 +48,7 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
         [str(python), str(ROOT / "tests" / "policy" / "pack_smoke.py")],
         capture_output=True,
         text=True,
-        env={**env, "PULUMI_STACK": "prod"},
+        env={k: v for k, v in env.items() if k != "PULUMI_STACK"},
         timeout=120,
         check=False,
     )
@@ -63,10 +63,12 @@ def test_pack_wraps_every_rule_in_order(smoke_report: dict) -> None:
 
 def test_every_policy_reports_its_breach_through_the_sdk(smoke_report: dict) -> None:
     """Each wrapper passes CrossGuard's proxied properties to its rule and reports what it
-    finds (deletion protection read the stack name the CLI passes, PULUMI_STACK=prod)."""
+    finds; deletion protection reads the stack from each resource's URN (prod reported,
+    the same resource in dev not)."""
     reported = smoke_report["reported"]
     assert all(reported[rule.name] for rule in stack_rules.RULES), reported
     assert "'prod'" in reported["deletion-protection-in-prod"][0]
+    assert smoke_report["dev_deletion_protection_reports"] == 0
     assert len(reported["service-accounts-not-shared"]) == 2
 
 
