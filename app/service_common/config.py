@@ -1,0 +1,100 @@
+"""Reading settings from environment variables, with errors that name the variable."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+_QUEUE_PATH = re.compile(
+    r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/queues/(?P<queue>[A-Za-z0-9-]+)$"
+)
+
+
+class ConfigError(ValueError):
+    """A required environment variable is missing or holds a value the service cannot use."""
+
+
+def required(environ: Mapping[str, str], name: str, what: str) -> str:
+    """Return the non-blank value of ``name`` or fail with a message naming it."""
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: it must hold {what}")
+    return value
+
+
+def optional(environ: Mapping[str, str], name: str) -> str | None:
+    """Return the non-blank value of ``name``, or None when it is unset or blank."""
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def bounded_int(
+    environ: Mapping[str, str], name: str, default: int, minimum: int, maximum: int
+) -> int:
+    """Read an integer setting within [minimum, maximum]; unset means ``default``."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not an integer: it must be between {minimum} and {maximum}"
+        ) from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{name}={value} is out of range: it must be between {minimum} and {maximum}"
+        )
+    return value
+
+
+def bounded_float(
+    environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
+) -> float:
+    """Read a number setting within [minimum, maximum]; unset means ``default``."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number: it must be between {minimum} and {maximum}"
+        ) from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{name}={value} is out of range: it must be between {minimum} and {maximum}"
+        )
+    return value
+
+
+def parse_queue_path(name: str, value: str) -> tuple[str, str, str]:
+    """Split a full queue id into (project, location, queue) or fail naming the variable."""
+    match = _QUEUE_PATH.match(value)
+    if match is None:
+        raise ConfigError(
+            f"{name}={value!r} is not a full queue id: expected "
+            "projects/PROJECT/locations/LOCATION/queues/QUEUE"
+        )
+    return match["project"], match["location"], match["queue"]
+
+
+def http_url(name: str, value: str) -> str:
+    """Check that ``value`` is an absolute http(s) URL without query or fragment."""
+    if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+        raise ConfigError(
+            f"{name}={value!r} is not a base URL: expected http(s)://host[:port][/path], "
+            "without query or fragment"
+        )
+    # The URL doubles as the OIDC audience, which must match the worker's base URL exactly.
+    return value.rstrip("/")
+
+
+# Simulated work stops this long before the dispatch deadline, so the worker answers before
+# Cloud Tasks gives up on the attempt (which would retry a task that in fact succeeded).
+WORK_DEADLINE_MARGIN_SECONDS = 5
+
+
+def max_work_seconds(dispatch_deadline_seconds: int) -> float:
+    """The longest simulated work that still answers before the dispatch deadline."""
+    return float(max(0, dispatch_deadline_seconds - WORK_DEADLINE_MARGIN_SECONDS))

@@ -1,0 +1,72 @@
+"""task-app: the public service with the "Schedule task" button and a JSON API.
+
+``create_app()`` reads its settings from the environment (QUEUE and WORKER_URL required)
+and fails at start with a message naming a missing or bad variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, render_template
+from flask_wtf.csrf import CSRFProtect
+from service_common.config import ConfigError
+from service_common.logs import configure_logging, project_id_for_traces
+from service_common.web import add_security_headers, register_error_handlers
+
+from task_app.cloud_tasks import CloudTasksGateway
+from task_app.settings import TaskAppSettings
+from task_app.views import api, health, pages
+
+logger = logging.getLogger(__name__)
+
+# The form and the JSON API carry a few short fields; nothing legitimate comes near this.
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def _render_error(status: int, message: str) -> tuple[str, int]:
+    return render_template("error.html", status=status, message=message), status
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build task-app from the environment; ``config`` overrides Flask settings."""
+    configure_logging("task-app", project_id_for_traces(os.environ))
+    try:
+        settings = TaskAppSettings.from_env()
+    except ConfigError as error:
+        logger.error("task-app cannot start: %s", error)
+        raise
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+    )
+    if config:
+        app.config.update(config)
+    app.extensions["task_app.settings"] = settings
+    app.extensions["task_app.cloud_tasks"] = CloudTasksGateway(settings)
+
+    csrf = CSRFProtect(app)
+    csrf.exempt(api)  # JSON only; see views.create_tasks
+    csrf.exempt(health)
+    app.register_blueprint(pages)
+    app.register_blueprint(api)
+    app.register_blueprint(health)
+    add_security_headers(app)
+    register_error_handlers(app, _render_error)
+    logger.info(
+        "task-app ready: queue %s, worker %s%s",
+        settings.queue,
+        settings.worker_tasks_url,
+        f", Cloud Tasks emulator at {settings.emulator_host}" if settings.emulator_host else "",
+    )
+    return app
+
+
+__all__ = ["create_app"]

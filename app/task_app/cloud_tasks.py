@@ -1,0 +1,246 @@
+"""task-app's only door to Cloud Tasks: creating the worker's tasks and listing the queue.
+
+One CloudTasksClient per process, created on first use (gRPC channels do not survive a fork,
+and a missing credential must become a 503, not a crash at start). With
+CLOUD_TASKS_EMULATOR_HOST set, the same client talks to a local emulator over an insecure
+channel; otherwise it uses Google's endpoint with the instance's credentials.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import grpc
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.rpc import code_pb2
+
+from task_app.options import TaskOptions
+from task_app.settings import TaskAppSettings
+
+logger = logging.getLogger(__name__)
+
+LIST_PAGE_SIZE = 100
+
+
+class CloudTasksUnavailable(Exception):
+    """Cloud Tasks could not be reached or refused the call; nothing was done by this call."""
+
+
+@dataclass
+class CreateOutcome:
+    """What happened to a request for ``requested`` tasks, stopping at the first failure."""
+
+    requested: int
+    created: list[str] = field(default_factory=list)
+    # Set when a task was not created (or may not have been): which one and why.
+    failed_position: int | None = None
+    error: str | None = None
+    already_exists: bool = False
+    outcome_unknown: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_position is None
+
+
+def short_id(name: str) -> str:
+    """``projects/.../tasks/ID`` -> ``ID``."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _code_name(error: api_exceptions.GoogleAPICallError) -> str:
+    code = error.grpc_status_code
+    return code.name if code is not None else str(error.code)
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.astimezone(datetime.UTC).isoformat() if value is not None else None
+
+
+def describe_task(task: tasks_v2.Task) -> dict[str, object]:
+    """The fields the page shows for one task."""
+    last_status: dict[str, object] | None = None
+    last_attempt_time = None
+    if "last_attempt" in task:
+        attempt = task.last_attempt
+        if "response_status" in attempt:
+            status = attempt.response_status
+            last_status = {
+                "code": status.code,
+                "name": code_pb2.Code.Name(status.code)
+                if status.code in code_pb2.Code.values()
+                else str(status.code),
+                "message": status.message,
+            }
+        if "dispatch_time" in attempt:
+            last_attempt_time = _iso(attempt.dispatch_time)
+    return {
+        "id": short_id(task.name),
+        "schedule_time": _iso(task.schedule_time) if "schedule_time" in task else None,
+        "create_time": _iso(task.create_time) if "create_time" in task else None,
+        "dispatch_count": task.dispatch_count,
+        "response_count": task.response_count,
+        "last_attempt_time": last_attempt_time,
+        "last_response_status": last_status,
+    }
+
+
+class CloudTasksGateway:
+    """Creates the worker's HTTP tasks on the configured queue and lists the queue."""
+
+    def __init__(self, settings: TaskAppSettings) -> None:
+        self._settings = settings
+        self._client: tasks_v2.CloudTasksClient | None = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> tasks_v2.CloudTasksClient:
+        with self._lock:
+            if self._client is None:
+                host = self._settings.emulator_host
+                if host:
+                    channel = grpc.insecure_channel(host)
+                    self._client = tasks_v2.CloudTasksClient(
+                        transport=CloudTasksGrpcTransport(channel=channel)
+                    )
+                else:
+                    self._client = tasks_v2.CloudTasksClient()
+            return self._client
+
+    def close(self) -> None:
+        """Close the client's channel (at process exit)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.transport.close()
+                self._client = None
+
+    def build_task(
+        self, options: TaskOptions, task_id: str | None, now: datetime.datetime
+    ) -> tasks_v2.Task:
+        """The Cloud Tasks task that makes the worker do what ``options`` ask."""
+        settings = self._settings
+        http_request = tasks_v2.HttpRequest(
+            http_method=tasks_v2.HttpMethod.POST,
+            url=settings.worker_tasks_url,
+            # Cloud Tasks does not default the Content-Type; the worker parses JSON.
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(options.payload()).encode(),
+        )
+        if settings.oidc_service_account:
+            # Cloud Tasks mints the token at each attempt; the audience is the worker's base
+            # URL, which is what Cloud Run (and the worker itself) expects.
+            http_request.oidc_token = tasks_v2.OidcToken(
+                service_account_email=settings.oidc_service_account,
+                audience=settings.worker_url,
+            )
+        task = tasks_v2.Task(
+            http_request=http_request,
+            dispatch_deadline=datetime.timedelta(seconds=settings.dispatch_deadline_seconds),
+        )
+        if task_id is not None:
+            task.name = f"{settings.queue}/tasks/{task_id}"
+        if options.delay_seconds > 0:
+            task.schedule_time = now + datetime.timedelta(seconds=options.delay_seconds)
+        return task
+
+    def create_tasks(self, options: TaskOptions) -> CreateOutcome:
+        """Create the tasks one after the other, stopping at the first failure.
+
+        Sequential on purpose: the outcome then says exactly which tasks exist.
+        """
+        outcome = CreateOutcome(requested=options.count)
+        now = datetime.datetime.now(datetime.UTC)
+        for position, task_id in enumerate(options.task_ids(), start=1):
+            task = self.build_task(options, task_id, now)
+            try:
+                created = self._get_client().create_task(
+                    request=tasks_v2.CreateTaskRequest(parent=self._settings.queue, task=task),
+                    timeout=self._settings.api_timeout_seconds,
+                    # No automatic retry: a retried CreateTask without a name could create
+                    # the task twice. The caller may retry with a task_id instead.
+                    retry=None,
+                )
+            except api_exceptions.AlreadyExists:
+                outcome.failed_position = position
+                outcome.already_exists = True
+                outcome.error = (
+                    f"a task named {task_id!r} already exists or existed recently in queue "
+                    f"{self._settings.queue_id!r}; Cloud Tasks refuses the same name again for "
+                    "a while (de-duplication)"
+                )
+                logger.warning("CreateTask refused a duplicate name: %s", task_id)
+                break
+            except api_exceptions.GoogleAPICallError as error:
+                outcome.failed_position = position
+                code = _code_name(error)
+                outcome.outcome_unknown = code == "DEADLINE_EXCEEDED"
+                outcome.error = self._failure_message(code, position, options.count)
+                logger.error(
+                    "CreateTask failed for task %d of %d with %s: %s",
+                    position,
+                    options.count,
+                    code,
+                    error.message,
+                    extra={"json_fields": {"created_before_failure": outcome.created}},
+                )
+                break
+            except (auth_exceptions.GoogleAuthError, grpc.RpcError, ValueError) as error:
+                # No credentials or a broken channel: the same for the user as an outage.
+                outcome.failed_position = position
+                outcome.error = self._failure_message(type(error).__name__, position, options.count)
+                logger.error("CreateTask could not be sent: %r", error)
+                break
+            outcome.created.append(short_id(created.name))
+        if outcome.created:
+            logger.info(
+                "created %d of %d tasks",
+                len(outcome.created),
+                options.count,
+                extra={"json_fields": {"tasks": outcome.created}},
+            )
+        return outcome
+
+    def _failure_message(self, code: str, position: int, count: int) -> str:
+        which = f"task {position} of {count}" if count > 1 else "the task"
+        if code == "DEADLINE_EXCEEDED":
+            return (
+                f"Cloud Tasks did not answer within {self._settings.api_timeout_seconds:g} s "
+                f"while creating {which}; it may or may not have been created. "
+                "Tasks after it were not created."
+            )
+        return (
+            f"Cloud Tasks is unavailable ({code}): {which} was not created"
+            + (", nor any after it." if position < count else ".")
+            + " Try again later."
+        )
+
+    def list_tasks(self) -> list[dict[str, object]]:
+        """The queue's current tasks (first page, up to 100), as the page shows them."""
+        try:
+            pager = self._get_client().list_tasks(
+                request=tasks_v2.ListTasksRequest(
+                    parent=self._settings.queue, page_size=LIST_PAGE_SIZE
+                ),
+                timeout=self._settings.api_timeout_seconds,
+                retry=None,
+            )
+            first_page = next(iter(pager.pages), None)
+        except api_exceptions.GoogleAPICallError as error:
+            logger.error("ListTasks failed with %s: %s", _code_name(error), error.message)
+            raise CloudTasksUnavailable(
+                f"Cloud Tasks is unavailable ({_code_name(error)}): cannot list the queue's tasks"
+            ) from error
+        except (auth_exceptions.GoogleAuthError, grpc.RpcError, ValueError) as error:
+            logger.error("ListTasks could not be sent: %r", error)
+            raise CloudTasksUnavailable(
+                "Cloud Tasks is unavailable: cannot list the queue's tasks"
+            ) from error
+        if first_page is None:
+            return []
+        return [describe_task(task) for task in first_page.tasks]

@@ -1,0 +1,84 @@
+"""task-app's settings, read once from the environment and validated at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service_common.config import (
+    ConfigError,
+    bounded_float,
+    bounded_int,
+    http_url,
+    optional,
+    parse_queue_path,
+    required,
+)
+
+logger = logging.getLogger(__name__)
+
+# Cloud Tasks accepts a dispatch deadline between 15 s and 30 min for HTTP targets.
+MIN_DISPATCH_DEADLINE_SECONDS = 15
+MAX_DISPATCH_DEADLINE_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class TaskAppSettings:
+    """Everything task-app reads from its environment."""
+
+    queue: str
+    project: str
+    location: str
+    queue_id: str
+    worker_url: str
+    oidc_service_account: str | None
+    dispatch_deadline_seconds: int
+    secret_key: str
+    emulator_host: str | None
+    api_timeout_seconds: float
+
+    @property
+    def worker_tasks_url(self) -> str:
+        """Where each task is POSTed."""
+        return f"{self.worker_url}/tasks"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskAppSettings:
+        """Read and check every setting; a ConfigError names the first bad variable."""
+        env = os.environ if environ is None else environ
+        queue = required(env, "QUEUE", "the queue's full id, projects/P/locations/L/queues/Q")
+        project, location, queue_id = parse_queue_path("QUEUE", queue)
+        worker_url = http_url(
+            "WORKER_URL", required(env, "WORKER_URL", "the worker's base URL, e.g. https://...")
+        )
+        secret_key = optional(env, "SECRET_KEY")
+        if secret_key is None:
+            # Sessions (flash messages, CSRF) then last only as long as this process.
+            logger.warning("SECRET_KEY is not set: using a random key for this process only")
+            secret_key = secrets.token_urlsafe(32)
+        return cls(
+            queue=queue,
+            project=project,
+            location=location,
+            queue_id=queue_id,
+            worker_url=worker_url,
+            oidc_service_account=optional(env, "OIDC_SERVICE_ACCOUNT"),
+            dispatch_deadline_seconds=bounded_int(
+                env,
+                "DISPATCH_DEADLINE_SECONDS",
+                default=600,
+                minimum=MIN_DISPATCH_DEADLINE_SECONDS,
+                maximum=MAX_DISPATCH_DEADLINE_SECONDS,
+            ),
+            secret_key=secret_key,
+            emulator_host=optional(env, "CLOUD_TASKS_EMULATOR_HOST"),
+            api_timeout_seconds=bounded_float(
+                env, "CLOUD_TASKS_TIMEOUT_SECONDS", default=10.0, minimum=0.1, maximum=60.0
+            ),
+        )
+
+
+__all__ = ["ConfigError", "TaskAppSettings"]

@@ -1,0 +1,410 @@
+"""task-app's JSON API (POST /tasks, GET /api/tasks) against a Cloud Tasks API on a local
+port: the real google-cloud-tasks client, faked only at the network edge."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from conftest import QUEUE, TASK_APP_SA, WORKER_URL
+from fake_cloud_tasks import FakeCloudTasks
+from flask import Flask
+from flask.testing import FlaskClient
+from google.cloud import tasks_v2
+from google.rpc import code_pb2
+
+
+def test_one_task_is_an_authenticated_json_post_to_the_worker(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """The task must reach WORKER_URL/tasks as a JSON POST with an OIDC token for the worker's
+    base URL and the configured dispatch deadline; otherwise Cloud Run refuses it or the
+    worker cannot read it."""
+    response = client.post("/tasks", json={"message": "hello", "fail_attempts": 2})
+
+    assert response.status_code == 201
+    [request] = fake_tasks.create_requests
+    assert request.parent == QUEUE
+    http = request.task.http_request
+    assert http.url == f"{WORKER_URL}/tasks"
+    assert http.http_method == tasks_v2.HttpMethod.POST
+    assert http.headers["Content-Type"] == "application/json"
+    assert json.loads(http.body) == {"message": "hello", "fail_attempts": 2, "work_seconds": 0.0}
+    assert http.oidc_token.service_account_email == TASK_APP_SA
+    assert http.oidc_token.audience == WORKER_URL
+    assert request.task.dispatch_deadline == datetime.timedelta(seconds=900)
+    assert "schedule_time" not in request.task
+    assert not request.task.name, "without task_id, Cloud Tasks names the task"
+    created = next(iter(fake_tasks.tasks))
+    assert response.get_json() == {"tasks": [created.rsplit("/", 1)[-1]]}
+
+
+def test_delay_sets_the_schedule_time(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """A delay becomes schedule_time = now + delay (Cloud Tasks' way to run a task later)."""
+    before = datetime.datetime.now(datetime.UTC)
+    response = client.post("/tasks", json={"delay_seconds": 3600})
+    after = datetime.datetime.now(datetime.UTC)
+
+    assert response.status_code == 201
+    scheduled = fake_tasks.create_requests[0].task.schedule_time
+    assert before + datetime.timedelta(hours=1) <= scheduled <= after + datetime.timedelta(hours=1)
+
+
+def test_count_fans_out_into_distinct_tasks(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """count=N creates N tasks and reports each of their ids."""
+    response = client.post("/tasks", json={"count": 5, "work_seconds": 1.5})
+
+    assert response.status_code == 201
+    ids = response.get_json()["tasks"]
+    assert len(ids) == 5 == len(set(ids))
+    assert sorted(ids) == sorted(name.rsplit("/", 1)[-1] for name in fake_tasks.tasks)
+    bodies = [json.loads(r.task.http_request.body) for r in fake_tasks.create_requests]
+    assert all(body["work_seconds"] == 1.5 for body in bodies)
+
+
+def test_task_id_names_the_task_and_duplicates_get_409(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """A caller-given id becomes the task's name, so Cloud Tasks refuses a second task with
+    it (ALREADY_EXISTS); the API says so with 409 rather than an outage."""
+    first = client.post("/tasks", json={"task_id": "order-42"})
+    second = client.post("/tasks", json={"task_id": "order-42"})
+
+    assert first.status_code == 201
+    assert first.get_json() == {"tasks": ["order-42"]}
+    assert fake_tasks.create_requests[0].task.name == f"{QUEUE}/tasks/order-42"
+    assert second.status_code == 409
+    body = second.get_json()
+    assert "order-42" in body["error"]
+    assert "already exists" in body["error"]
+    assert body["tasks"] == []
+
+
+def test_task_id_with_count_numbers_each_task(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """A fan-out with a caller-given id derives one distinct name per task."""
+    response = client.post("/tasks", json={"task_id": "batch", "count": 3})
+
+    assert response.status_code == 201
+    assert response.get_json() == {"tasks": ["batch-1", "batch-2", "batch-3"]}
+
+
+def test_without_service_account_no_token_is_requested(
+    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+) -> None:
+    """OIDC_SERVICE_ACCOUNT empty means tasks carry no OIDC token (a public worker)."""
+    from task_app import create_app
+
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", "")
+    app = create_app()
+    try:
+        assert app.test_client().post("/tasks", json={}).status_code == 201
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+    assert "oidc_token" not in fake_tasks.create_requests[0].task.http_request
+
+
+INVALID_BODIES = [
+    ({"message": 5}, "message"),
+    ({"message": "x" * 1001}, "message"),
+    ({"delay_seconds": -1}, "delay_seconds"),
+    ({"delay_seconds": 30 * 24 * 3600 + 1}, "delay_seconds"),
+    ({"delay_seconds": "10"}, "delay_seconds"),
+    ({"delay_seconds": True}, "delay_seconds"),
+    ({"count": 0}, "count"),
+    ({"count": 101}, "count"),
+    ({"count": 2.5}, "count"),
+    ({"count": "3"}, "count"),
+    ({"count": None}, "count"),
+    ({"fail_attempts": -1}, "fail_attempts"),
+    ({"fail_attempts": 101}, "fail_attempts"),
+    ({"fail_attempts": 1.0}, "fail_attempts"),
+    ({"work_seconds": -0.5}, "work_seconds"),
+    ({"work_seconds": 896}, "work_seconds"),
+    ({"work_seconds": [1]}, "work_seconds"),
+    ({"task_id": "has space"}, "task_id"),
+    ({"task_id": ""}, "task_id"),
+    ({"task_id": "a" * 501}, "task_id"),
+    ({"task_id": "a" * 499, "count": 2}, "task_id"),
+    ({"task_id": 7}, "task_id"),
+    ({"colour": "red"}, "colour"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), INVALID_BODIES)
+def test_invalid_field_is_named_and_nothing_is_scheduled(
+    client: FlaskClient, fake_tasks: FakeCloudTasks, body: dict[str, Any], field: str
+) -> None:
+    """Every invalid field gets a 400 that names it, and no task is created."""
+    response = client.post("/tasks", json=body)
+
+    assert response.status_code == 400
+    payload = response.get_json()
+    assert list(payload["fields"]) == [field]
+    assert field in payload["error"]
+    assert fake_tasks.create_requests == []
+
+
+def test_boundary_values_are_accepted(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """The limits themselves are allowed: 30 days, 100 tasks, 100 failures, deadline - 5 s."""
+    response = client.post(
+        "/tasks",
+        json={
+            "message": "x" * 1000,
+            "delay_seconds": 30 * 24 * 3600,
+            "count": 100,
+            "fail_attempts": 100,
+            "work_seconds": 895,
+        },
+    )
+    assert response.status_code == 201
+    assert len(response.get_json()["tasks"]) == 100
+
+
+def test_all_invalid_fields_are_reported_at_once(client: FlaskClient) -> None:
+    """A caller fixes every problem in one round trip."""
+    response = client.post("/tasks", json={"count": 0, "delay_seconds": -1})
+
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == {"count", "delay_seconds"}
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "words"),
+    [
+        ("{}", "text/plain", 415, "application/json"),
+        ("count=2", "application/x-www-form-urlencoded", 415, "application/json"),
+        ("{not json", "application/json", 400, "not valid JSON"),
+        ("", "application/json", 400, "not valid JSON"),
+        ("[1, 2]", "application/json", 400, "JSON object"),
+    ],
+)
+def test_body_that_is_not_a_json_object_is_refused(
+    client: FlaskClient,
+    fake_tasks: FakeCloudTasks,
+    data: str,
+    content_type: str,
+    status: int,
+    words: str,
+) -> None:
+    """Only a JSON object is accepted; requiring the JSON content type also keeps
+    cross-site HTML forms out of this CSRF-exempt endpoint."""
+    response = client.post("/tasks", data=data, content_type=content_type)
+
+    assert response.status_code == status
+    assert words in response.get_json()["error"]
+    assert fake_tasks.create_requests == []
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED])
+def test_api_failure_is_503_logged_and_the_process_keeps_serving(
+    client: FlaskClient,
+    fake_tasks: FakeCloudTasks,
+    log_lines: Callable[[], list[dict[str, Any]]],
+    code: grpc.StatusCode,
+) -> None:
+    """A Cloud Tasks failure is a 503 with a clear message, an ERROR log line, no task
+    reported; the next request works again."""
+    fake_tasks.fail("CreateTask", code, call=1)
+
+    failed = client.post("/tasks", json={})
+    recovered = client.post("/tasks", json={})
+
+    assert failed.status_code == 503
+    body = failed.get_json()
+    assert "Cloud Tasks is unavailable" in body["error"]
+    assert code.name in body["error"]
+    assert body["tasks"] == []
+    assert recovered.status_code == 201
+    errors = [line for line in log_lines() if line["severity"] == "ERROR"]
+    assert any(code.name in line["message"] for line in errors)
+
+
+def test_fan_out_failure_reports_exactly_the_created_tasks(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """When task 3 of 5 fails, the answer lists tasks 1 and 2 (which exist) and stops:
+    nothing is reported that was not created, nothing is tried after the failure."""
+    fake_tasks.fail("CreateTask", grpc.StatusCode.UNAVAILABLE, call=3)
+
+    response = client.post("/tasks", json={"count": 5})
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["failed_task"] == 3
+    assert body["requested"] == 5
+    assert "task 3 of 5" in body["error"]
+    assert sorted(body["tasks"]) == sorted(name.rsplit("/", 1)[-1] for name in fake_tasks.tasks)
+    assert len(body["tasks"]) == 2
+    assert len(fake_tasks.create_requests) == 3
+
+
+def test_slow_api_times_out_with_503_and_says_the_outcome_is_unknown(
+    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+) -> None:
+    """CreateTask has a call timeout: a hung API gives a 503 in about that time, and the
+    answer admits the task may exist (a timeout does not prove it was not created)."""
+    from task_app import create_app
+
+    monkeypatch.setenv("CLOUD_TASKS_TIMEOUT_SECONDS", "0.3")
+    fake_tasks.delay("CreateTask", 1.5)
+    app = create_app()
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/tasks", json={})
+        elapsed = time.monotonic() - started
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["outcome_unknown"] is True
+    assert "may or may not have been created" in body["error"]
+    assert elapsed < 1.2
+
+
+def test_unreachable_api_is_503(
+    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str]
+) -> None:
+    """Nothing listening at the Cloud Tasks address: 503, not a crash."""
+    import socket
+
+    from task_app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", f"127.0.0.1:{closed_port}")
+    app = create_app()
+    try:
+        client = app.test_client()
+        created = client.post("/tasks", json={})
+        listed = client.get("/api/tasks")
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+    assert created.status_code == 503
+    assert "UNAVAILABLE" in created.get_json()["error"]
+    assert listed.status_code == 503
+
+
+def _attempted_task(task_id: str, status_code: int, message: str) -> tasks_v2.Task:
+    now = datetime.datetime.now(datetime.UTC)
+    return tasks_v2.Task(
+        name=f"{QUEUE}/tasks/{task_id}",
+        schedule_time=now,
+        create_time=now,
+        dispatch_count=3,
+        response_count=3,
+        last_attempt=tasks_v2.Attempt(
+            dispatch_time=now,
+            response_status={"code": status_code, "message": message},
+        ),
+    )
+
+
+def test_list_tasks_reports_attempts(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """GET /api/tasks shows each task's id, schedule time, counts and last response, so the
+    page can show retries happening."""
+    fake_tasks.add_task(_attempted_task("retrying", code_pb2.UNAVAILABLE, "HTTP 503"))
+
+    response = client.get("/api/tasks")
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["queue"] == "jobs"
+    [task] = body["tasks"]
+    assert task["id"] == "retrying"
+    assert task["dispatch_count"] == 3
+    assert task["response_count"] == 3
+    assert task["last_response_status"] == {
+        "code": code_pb2.UNAVAILABLE,
+        "name": "UNAVAILABLE",
+        "message": "HTTP 503",
+    }
+    assert task["schedule_time"] is not None
+    assert fake_tasks.list_requests[0].parent == QUEUE
+
+
+def test_list_tasks_outage_is_503(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """ListTasks failing is a 503 with a message, not an empty list that looks true."""
+    fake_tasks.fail("ListTasks", grpc.StatusCode.UNAVAILABLE)
+
+    response = client.get("/api/tasks")
+
+    assert response.status_code == 503
+    assert "cannot list" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 200),
+        ("GET", "/favicon.ico", 404),
+        ("GET", "/tasks", 405),
+        ("GET", "/api/tasks", 200),
+        ("GET", "/healthz", 200),
+        ("HEAD", "/", 200),
+        ("GET", "/no/such/page", 404),
+        ("PUT", "/tasks", 405),
+    ],
+)
+def test_nothing_but_a_post_creates_a_task(
+    client: FlaskClient, fake_tasks: FakeCloudTasks, method: str, path: str, status: int
+) -> None:
+    """The chapter's app scheduled a task on every GET, favicon included; here no GET does,
+    and unknown paths are 404."""
+    response = client.open(path, method=method)
+
+    assert response.status_code == status
+    assert fake_tasks.create_requests == []
+
+
+def test_security_headers_on_pages_api_and_errors(client: FlaskClient) -> None:
+    """Every response forbids framing, sniffing and foreign scripts, errors included."""
+    for response in (client.get("/"), client.get("/api/tasks"), client.get("/missing")):
+        headers = response.headers
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_request_size_is_bounded(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """A body over the limit is refused before it is read into memory."""
+    response = client.post(
+        "/tasks", data=json.dumps({"message": "x" * 100_000}), content_type="application/json"
+    )
+
+    assert response.status_code == 413
+    assert fake_tasks.create_requests == []
+
+
+def test_unexpected_error_shows_no_traceback(
+    task_app: Flask, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A bug answers 500 with a short message; the traceback goes to the ERROR log only."""
+
+    def broken() -> str:
+        raise RuntimeError("secret internal detail")
+
+    task_app.add_url_rule("/broken", "broken", broken)
+    response = task_app.test_client().get("/broken", headers={"Accept": "application/json"})
+
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "secret internal detail" not in text
+    assert "Traceback" not in text
+    assert any(
+        line["severity"] == "ERROR" and "unhandled error" in line["message"] for line in log_lines()
+    )
