@@ -28,13 +28,13 @@ class ProjectApis(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ProjectApisArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:apis:ProjectApis", name, None, opts)
         bad = [s for s in args.services if not _API.match(s)]
         if bad or len(set(args.services)) != len(args.services):
             raise ValueError(
                 f"ProjectApis services {list(args.services)!r}: each must be a distinct "
                 f"API name such as run.googleapis.com (bad: {bad!r})"
             )
+        super().__init__("cloud-run-tasks:apis:ProjectApis", name, None, opts)
         self.services = {
             service: gcp.projects.Service(
                 f"{name}-{service.split('.')[0]}",

@@ -32,11 +32,11 @@ class ServiceIdentity(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ServiceIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:identity:ServiceIdentity", name, None, opts)
         if not 6 <= len(args.account_id) <= 30:
             raise ValueError(
                 f"ServiceIdentity account_id = {args.account_id!r}: must be 6-30 characters"
             )
+        super().__init__("cloud-run-tasks:identity:ServiceIdentity", name, None, opts)
         self.account = gcp.serviceaccount.Account(
             f"{name}-sa",
             project=args.project,

@@ -48,19 +48,20 @@ class ServiceImage(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ServiceImageArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        if args.prebuilt and "@sha256:" not in args.prebuilt:
+            raise ValueError(
+                f"ServiceImage prebuilt = {args.prebuilt!r}: must be a reference by "
+                "digest (NAME@sha256:...), or the deploy would not be reproducible"
+            )
+        if not args.prebuilt and args.login is None:
+            raise ValueError(
+                f"ServiceImage {name}: building needs a registry login (or give prebuilt)"
+            )
         super().__init__("cloud-run-tasks:image:ServiceImage", name, None, opts)
-        if args.prebuilt:
-            if "@sha256:" not in args.prebuilt:
-                raise ValueError(
-                    f"ServiceImage prebuilt = {args.prebuilt!r}: must be a reference by "
-                    "digest (NAME@sha256:...), or the deploy would not be reproducible"
-                )
+        login = args.login
+        if args.prebuilt or login is None:
             self.ref = pulumi.Output.from_input(args.prebuilt)
         else:
-            if args.login is None:
-                raise ValueError(
-                    f"ServiceImage {name}: building needs a registry login (or give prebuilt)"
-                )
             # No build args or labels that change per run: an unchanged build keeps its
             # digest, so an unchanged service is not redeployed.
             self.image = docker.Image(
@@ -72,9 +73,9 @@ class ServiceImage(pulumi.ComponentResource):
                     platform=args.platform,
                 ),
                 registry=docker.RegistryArgs(
-                    server=args.login.server,
-                    username=args.login.username,
-                    password=pulumi.Output.secret(args.login.password),
+                    server=login.server,
+                    username=login.username,
+                    password=pulumi.Output.secret(login.password),
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.requires)),
             )

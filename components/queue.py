@@ -40,7 +40,6 @@ class TaskQueue(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: TaskQueueArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:queue:TaskQueue", name, None, opts)
         for label, given, allowed in (
             ("rate_limits", args.rate_limits, RATE_LIMIT_FIELDS),
             ("retry_config", args.retry_config, RETRY_FIELDS),
@@ -58,6 +57,7 @@ class TaskQueue(pulumi.ComponentResource):
                 f"TaskQueue logging_sampling_ratio = {args.logging_sampling_ratio}: "
                 "must be from 0.0 to 1.0"
             )
+        super().__init__("cloud-run-tasks:queue:TaskQueue", name, None, opts)
         self.queue = gcp.cloudtasks.Queue(
             f"{name}-queue",
             project=args.project,

@@ -37,7 +37,6 @@ class ImageRegistry(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ImageRegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:registry:ImageRegistry", name, None, opts)
         if args.keep_versions < 1:
             raise ValueError(
                 f"ImageRegistry keep_versions = {args.keep_versions}: must be at least 1, "
@@ -48,6 +47,7 @@ class ImageRegistry(pulumi.ComponentResource):
                 f"ImageRegistry delete_older_than = {args.delete_older_than!r}: "
                 "must be whole seconds such as '2592000s'"
             )
+        super().__init__("cloud-run-tasks:registry:ImageRegistry", name, None, opts)
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,

@@ -34,11 +34,11 @@ class GeneratedSecret(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: GeneratedSecretArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:secret:GeneratedSecret", name, None, opts)
         if args.length < 32:
             raise ValueError(
                 f"GeneratedSecret length = {args.length}: must be at least 32 characters"
             )
+        super().__init__("cloud-run-tasks:secret:GeneratedSecret", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         value = random.RandomPassword(
             f"{name}-value",

@@ -66,8 +66,8 @@ class CloudRunService(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: CloudRunServiceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("cloud-run-tasks:service:CloudRunService", name, None, opts)
         _check(name, args)
+        super().__init__("cloud-run-tasks:service:CloudRunService", name, None, opts)
         envs = [
             gcp.cloudrunv2.ServiceTemplateContainerEnvArgs(name=key, value=value)
             for key, value in args.env.items()

@@ -125,8 +125,32 @@ class RecordingMonitor(MockMonitor):
         self.lock = threading.Lock()
         self.recorded: dict[str, RecordedResource] = {}
         self.calls: list[RecordedCall] = []
+        self.thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def _ensure_thread_loop(self) -> None:
+        """The mock engine is called from executor threads and needs an event loop there;
+        Pulumi would create one per thread and never close it. Creating it here keeps it
+        in hand, so the run closes it when it ends."""
+        try:
+            asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            with self.lock:
+                self.thread_loops.append(loop)
+
+    def close_thread_loops(self) -> None:
+        with self.lock:
+            loops, self.thread_loops = self.thread_loops, []
+        for loop in loops:
+            loop.close()
+
+    def ReadResource(self, request: Any) -> Any:
+        self._ensure_thread_loop()
+        return super().ReadResource(request)
 
     def RegisterResource(self, request: Any) -> Any:
+        self._ensure_thread_loop()
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -154,6 +178,7 @@ class RecordingMonitor(MockMonitor):
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
+        self._ensure_thread_loop()
         outputs, _ = _unwrap(rpc.deserialize_properties(request.outputs), "")
         with self.lock:
             if request.urn in self.recorded:
@@ -161,6 +186,7 @@ class RecordingMonitor(MockMonitor):
         return super().RegisterResourceOutputs(request)
 
     def Invoke(self, request: Any) -> Any:
+        self._ensure_thread_loop()
         response = super().Invoke(request)
         args, _ = _unwrap(rpc.deserialize_properties(request.args), "")
         result, _ = _unwrap(rpc.deserialize_properties(response.__getattribute__("return")), "")
@@ -207,8 +233,8 @@ def run_stack(
 def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    monitor = RecordingMonitor(GcpMocks(project=config.get("gcp:project", "project")))
     try:
-        monitor = RecordingMonitor(GcpMocks(project=config.get("gcp:project", "project")))
         pulumi.runtime.set_mocks(monitor.mocks, PROJECT, stack, preview=False, monitor=monitor)
         pulumi.runtime.set_all_config(config)
         error: BaseException | None = None
@@ -244,6 +270,7 @@ def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+        monitor.close_thread_loops()
         asyncio.set_event_loop(None)
 
 

@@ -1,0 +1,92 @@
+"""The wires between resources: each environment value is the actual output of the
+resource it names (equal value AND a recorded dependency on that resource, so a value
+recomputed from settings, which would drift from reality, is caught)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stack_review import RecordedResource, StackRun
+from tests.infra.helpers import (
+    QUEUE,
+    SECRET,
+    SECRET_MEMBER,
+    SECRET_VERSION,
+    account_named,
+    env_of,
+    service_named,
+)
+
+
+def assert_wired(
+    consumer: RecordedResource, value: object, source: RecordedResource, output: object
+) -> None:
+    assert value == output
+    assert source.urn in consumer.property_dependencies["template"], (
+        f"{consumer.name}'s template does not come from {source.urn}"
+    )
+
+
+def test_queue_env_is_the_queue_actual_id(stack: StackRun) -> None:
+    """Item 6: QUEUE is the queue's full id as the provider reports it."""
+    task_app, queue = service_named(stack, "task-app"), stack.one(QUEUE)
+    assert queue.id.startswith("projects/")
+    assert queue.id.endswith("/queues/jobs")
+    assert_wired(task_app, env_of(task_app)["QUEUE"], queue, queue.id)
+
+
+def test_worker_url_env_is_the_worker_actual_uri(stack: StackRun) -> None:
+    """Item 6: WORKER_URL is the worker's URL as Cloud Run reports it (tasks POST to it and
+    the OIDC audience is it)."""
+    task_app, worker = service_named(stack, "task-app"), service_named(stack, "worker")
+    assert_wired(task_app, env_of(task_app)["WORKER_URL"], worker, worker.outputs["uri"])
+    assert env_of(task_app)["WORKER_URL"] != task_app.outputs["uri"]
+
+
+@pytest.mark.parametrize(
+    ("service", "variable"), [("task-app", "OIDC_SERVICE_ACCOUNT"), ("worker", "OIDC_CALLER_EMAIL")]
+)
+def test_oidc_email_is_the_task_app_account_email(
+    stack: StackRun, service: str, variable: str
+) -> None:
+    """Item 6: tasks carry a token for the task-app's account, and the worker accepts
+    exactly that caller: both are the account's actual email."""
+    consumer, account = service_named(stack, service), account_named(stack, "task-app")
+    assert_wired(consumer, env_of(consumer)[variable], account, account.outputs["email"])
+
+
+@pytest.mark.parametrize("service", ["task-app", "worker"])
+def test_dispatch_deadline_is_the_worker_timeout(stack: StackRun, service: str) -> None:
+    """Item 6: one setting, two uses: a task's dispatch deadline is the worker's request
+    timeout, so Cloud Tasks never gives up on a request the worker still runs."""
+    timeout = service_named(stack, "worker").inputs["template"]["timeout"]
+    assert env_of(service_named(stack, service))["DISPATCH_DEADLINE_SECONDS"] == (
+        timeout.removesuffix("s")
+    )
+
+
+def test_secret_key_references_the_generated_secret(stack: StackRun) -> None:
+    """The task-app's SECRET_KEY is a reference to the stack's secret and its current
+    version, and the service waits for its account's read grant (without it, the new
+    revision fails to start)."""
+    task_app = service_named(stack, "task-app")
+    secret, version = stack.one(SECRET), stack.one(SECRET_VERSION)
+    reference = env_of(task_app)["SECRET_KEY"]["secretKeyRef"]
+    assert_wired(task_app, reference["secret"], secret, secret.outputs["secretId"])
+    assert_wired(task_app, reference["version"], version, version.outputs["version"])
+    assert stack.one(SECRET_MEMBER).urn in task_app.dependencies
+
+
+def test_task_app_environment_is_complete(stack: StackRun) -> None:
+    """The task-app gets exactly the variables its contract requires, no leftovers."""
+    assert set(env_of(service_named(stack, "task-app"))) == {
+        "QUEUE",
+        "WORKER_URL",
+        "OIDC_SERVICE_ACCOUNT",
+        "DISPATCH_DEADLINE_SECONDS",
+        "SECRET_KEY",
+    }
+    assert set(env_of(service_named(stack, "worker"))) == {
+        "OIDC_CALLER_EMAIL",
+        "DISPATCH_DEADLINE_SECONDS",
+    }
