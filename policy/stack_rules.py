@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-PUBLIC_MEMBERS = frozenset({"allusers", "allauthenticatedusers"})
+PUBLIC_MEMBERS_AS_WRITTEN = frozenset({"allUsers", "allAuthenticatedUsers"})
+PUBLIC_MEMBERS = frozenset(member.lower() for member in PUBLIC_MEMBERS_AS_WRITTEN)
 """IAM principals that mean "anyone" (compared lowercased)."""
 
 INVOKER_ROLE = "roles/run.invoker"
