@@ -12,6 +12,7 @@ Exit codes: 0 after a requested stop, 1 when a part failed, 2 for bad settings o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -53,19 +54,55 @@ class UsageError(ValueError):
     """Bad command-line input or environment; the message names the value and the rule."""
 
 
+# Fields every Cloud Logging line carries; on a terminal they only hide the message.
+_ROUTINE_FIELDS = ("severity", "message", "httpRequest")
+_ROUTINE_PREFIX = "logging.googleapis.com/"
+
+
+def readable(line: str) -> str | None:
+    """A structured (JSON) log line as a person reads it: severity, message, then any other
+    fields compactly. Other lines unchanged; None for a line with nothing to read (the
+    logging library's own diagnostic record)."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or "severity" not in record:
+        return line
+    extras = {
+        key: value
+        for key, value in record.items()
+        if key not in _ROUTINE_FIELDS and not key.startswith(_ROUTINE_PREFIX)
+    }
+    if "message" not in record and not extras:
+        return None
+    text = f"{record['severity']:<7} {record.get('message', '')}"
+    for key, value in extras.items():
+        text += f" {key}={json.dumps(value, separators=(',', ':'))}"
+    return text
+
+
 class LinePrinter:
     """Writes every part's lines to one stream, each with a time and the part's name, one
     whole line at a time (the parts' threads write concurrently)."""
 
-    def __init__(self, stream: TextIO, colour: bool | None = None) -> None:
+    def __init__(self, stream: TextIO, colour: bool | None = None, raw: bool = False) -> None:
         self.stream = stream
         if colour is None:
             colour = stream.isatty() and "NO_COLOR" not in os.environ
         self.colour = colour
+        self.raw = raw
         self.width = max(len(name) for name in (*PART_NAMES, STACK))
         self._lock = threading.Lock()
 
     def __call__(self, part: str, line: str) -> None:
+        if not self.raw:
+            shown = readable(line)
+            if shown is None:
+                return
+            line = shown
         now = time.time()
         stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
         prefix = f"{part:<{self.width}} |"
@@ -117,6 +154,12 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
         choices=PART_NAMES,
         help="do not start this part (repeatable); its command and environment are printed, "
         "so you can run it yourself, for example under a debugger",
+    )
+    parser.add_argument(
+        "--json-logs",
+        action="store_true",
+        help="print the services' structured log lines as they are (one JSON object each, "
+        "as Cloud Logging receives them) instead of severity, message and fields",
     )
     parser.add_argument(
         "--startup-timeout",
@@ -185,7 +228,6 @@ def run_yourself(part: Part) -> str:
 
 def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int:
     out = stream or sys.stdout
-    say = LinePrinter(out)
     try:
         args = parse_args(argv, dict(os.environ))
         stack_file = Path(args.stack)
@@ -193,6 +235,7 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
     except (UsageError, SettingsError, FileNotFoundError) as error:
         print(f"local_stack: {error}", file=sys.stderr)
         return EXIT_USAGE
+    say = LinePrinter(out, raw=args.json_logs)
     problems = port_problems(args.host, args.ports, args.skip)
     if problems:
         for problem in problems:

@@ -15,13 +15,10 @@ from pathlib import Path
 from stack_settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+APP_DIR = PROJECT_DIR / "app"
 
 # A fixed, obviously-local value: on Cloud Run the stack takes the key from Secret Manager.
 DEV_SECRET_KEY = "local-dev-only-secret-key-never-used-on-cloud-run"  # noqa: S105
-
-# Cloud Run gives an instance about 10 s between SIGTERM and SIGKILL; gunicorn gets a
-# little less so that it finishes its own graceful stop before the runner's SIGKILL.
-GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 8
 
 EMULATOR = "emulator"
 WORKER = "worker"
@@ -69,26 +66,16 @@ def task_app_service_account(settings: StackSettings) -> str:
     return f"{settings.task_app_name}@{settings.project}.iam.gserviceaccount.com"
 
 
-def _gunicorn(module: str, host: str, port: int, threads: int) -> tuple[str, ...]:
-    # The same server the containers run (gthread workers: one process, many threads),
-    # with the access log on so each request shows in the combined stream.
+def _gunicorn(service: str) -> tuple[str, ...]:
+    # The containers' own command: each service's gunicorn_conf reads HOST, PORT and
+    # GUNICORN_THREADS from the environment and sets workers, threads and timeouts.
     return (
         sys.executable,
         "-m",
         "gunicorn",
-        "--bind",
-        f"{host}:{port}",
-        "--chdir",
-        str(PROJECT_DIR / "app"),
-        "--workers",
-        "1",
-        "--threads",
-        str(threads),
-        "--timeout",
-        "0",
-        "--graceful-timeout",
-        str(GUNICORN_GRACEFUL_TIMEOUT_SECONDS),
-        f"{module}:create_app()",
+        "--config",
+        f"python:{service}.gunicorn_conf",
+        f"{service}:create_app()",
     )
 
 
@@ -128,8 +115,9 @@ def build_plan(
     )
     worker = Part(
         name=WORKER,
-        argv=_gunicorn("worker", host, ports.worker, threads=16),
+        argv=_gunicorn("worker"),
         env={
+            "HOST": host,
             "PORT": str(ports.worker),
             "OIDC_CALLER_EMAIL": caller,
             "OIDC_AUDIENCE": worker_url,
@@ -138,12 +126,14 @@ def build_plan(
         },
         health_url=f"{worker_url}/healthz",
         url=worker_url,
+        cwd=APP_DIR,
         needs=(EMULATOR,),
     )
     task_app = Part(
         name=TASK_APP,
-        argv=_gunicorn("task_app", host, ports.task_app, threads=8),
+        argv=_gunicorn("task_app"),
         env={
+            "HOST": host,
             "PORT": str(ports.task_app),
             "QUEUE": settings.queue_id,
             "WORKER_URL": worker_url,
@@ -154,6 +144,7 @@ def build_plan(
         },
         health_url=f"{base}{ports.task_app}/healthz",
         url=f"{base}{ports.task_app}",
+        cwd=APP_DIR,
         needs=(EMULATOR,),
     )
     return {part.name: part for part in (emulator, worker, task_app)}

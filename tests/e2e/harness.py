@@ -131,19 +131,18 @@ class System:
 
 
 def is_task_line(entry: Entry, task_id: str) -> bool:
-    """A worker line that records an attempt of the task ``task_id``."""
+    """A worker line that records one attempt of the task ``task_id``: the worker logs one
+    such line per delivery, with the X-CloudTasks-* headers under ``cloud_tasks``."""
     record = entry.record
-    return record is not None and task_name(record) == task_id
+    return record is not None and "task_message" in record and task_name(record) == task_id
 
 
 def task_name(record: dict[str, Any]) -> str | None:
     """The task id a worker log record is about, when it is about one."""
-    task = record.get("task")
-    if isinstance(task, dict):
-        value = task.get("name") or task.get("task_name") or task.get("id")
-        return str(value) if value is not None else None
-    value = record.get("task_name") or record.get("task_id")
-    return str(value) if value is not None else None
+    headers = record.get("cloud_tasks")
+    if isinstance(headers, dict) and headers.get("task") is not None:
+        return str(headers["task"])
+    return None
 
 
 def unique_id(label: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.cli import main, parse_args, port_problems, run_yourself
+from local_stack.cli import LinePrinter, main, parse_args, port_problems, readable, run_yourself
 from local_stack.plan import EMULATOR, TASK_APP, WORKER, Ports, build_plan
 from stack_settings import load_stack_file, stack_files
 
@@ -42,8 +42,9 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     assert argv[argv.index("--port") + 1] == "18123"
     assert argv[argv.index("--keys-port") + 1] == "18124"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert "127.0.0.1:18080" in plan[TASK_APP].argv
-    assert "127.0.0.1:18081" in plan[WORKER].argv
+    assert app["HOST"] == worker["HOST"] == "127.0.0.1"
+    assert plan[TASK_APP].argv[-1] == "task_app:create_app()"
+    assert plan[WORKER].argv[-1] == "worker:create_app()"
 
 
 def test_ports_come_from_options_then_environment_then_defaults() -> None:
@@ -118,4 +119,43 @@ def test_a_skipped_part_is_described_so_it_can_be_run_by_hand() -> None:
     command = run_yourself(worker)
     assert "OIDC_CALLER_EMAIL=task-app@cloud-run-tasks-dev.iam.gserviceaccount.com" in command
     assert "'worker:create_app()'" in command
-    assert "--bind 127.0.0.1:8081" in command
+    assert "HOST=127.0.0.1 PORT=8081" in command
+    assert "python:worker.gunicorn_conf" in command
+
+
+WORKER_LINE = (
+    '{"cloud_tasks": {"queue": "jobs", "task": "t1", "retry_count": "1"}, "task_message": "hi",'
+    ' "message": "task t1 attempt 2: hi","severity": "INFO", "logging.googleapis.com/labels":'
+    ' {"service": "worker"}, "logging.googleapis.com/trace": "", "httpRequest": {} }'
+)
+DIAGNOSTIC_LINE = (
+    '{"logging.googleapis.com/diagnostic": {"instrumentation_source": []},"severity": "INFO",'
+    ' "logging.googleapis.com/labels": {}, "httpRequest": {} }'
+)
+
+
+def test_structured_lines_are_shown_readably_and_json_logs_keeps_them_as_they_are() -> None:
+    """On the terminal a service's JSON line shows as severity, message and its own fields
+    (Cloud Logging's routine fields left out); --json-logs passes every line unchanged;
+    plain lines are never altered."""
+    shown = readable(WORKER_LINE)
+    assert shown == (
+        'INFO    task t1 attempt 2: hi cloud_tasks={"queue":"jobs","task":"t1",'
+        '"retry_count":"1"} task_message="hi"'
+    )
+    assert readable("tasks_emulator ready: gRPC 127.0.0.1:8123") == (
+        "tasks_emulator ready: gRPC 127.0.0.1:8123"
+    )
+    assert readable("{not json") == "{not json"
+    assert readable(DIAGNOSTIC_LINE) is None
+
+    pretty, raw = io.StringIO(), io.StringIO()
+    for line in (WORKER_LINE, DIAGNOSTIC_LINE):
+        LinePrinter(pretty, colour=False)("worker", line)
+        LinePrinter(raw, colour=False, raw=True)("worker", line)
+    assert pretty.getvalue().count("\n") == 1
+    assert pretty.getvalue().split(" ", 1)[1] == f"worker   | {shown}\n"
+    assert [line.split(" | ", 1)[1] for line in raw.getvalue().splitlines()] == [
+        WORKER_LINE,
+        DIAGNOSTIC_LINE,
+    ]

@@ -1,0 +1,232 @@
+"""The three parts together, as `make dev` runs them: a task scheduled through the
+task-app's JSON API reaches the worker through the emulator with Cloud Tasks' headers, the
+payload and a token the worker verified; retries follow the dev stack's backoff; a worker
+that was down gets every task when it is back; the dev queue's rate limit holds."""
+
+from __future__ import annotations
+
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import requests
+from google.api_core import exceptions as api_exceptions
+
+from local_stack.plan import EMULATOR, TASK_APP, WORKER, build_plan, task_app_service_account
+from stack_settings import load_stack_file
+from tests.e2e.harness import (
+    STACK_FILE,
+    Entry,
+    StackLog,
+    System,
+    free_ports,
+    start_system,
+    unique_id,
+)
+
+pytestmark = pytest.mark.e2e
+
+# The arrival time of a worker's log line stands for the time of the attempt; the lines
+# travel through two pipes and a thread, which adds a few milliseconds.
+GAP_TOLERANCE_SECONDS = 0.35
+
+
+def attempts_of(system: System, task_id: str, count: int, timeout: float) -> list[Entry]:
+    """Waits until the worker has logged ``count`` attempts of the task, returns them."""
+    return system.log.wait_for(
+        lambda entries: (
+            found if len(found := system.worker_records(task_id, entries)) >= count else None
+        ),
+        timeout,
+        f"{count} worker attempt(s) of task {task_id}",
+    )
+
+
+def assert_finished(system: System, task_id: str) -> None:
+    """The emulator no longer has the task: it was acknowledged (or gave up)."""
+    client = system.client()
+    name = f"{system.settings.queue_id}/tasks/{task_id}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            client.get_task(name=name, timeout=5)
+        except api_exceptions.NotFound:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} is still in the queue")
+
+
+def test_a_scheduled_task_reaches_the_worker_with_headers_payload_and_verified_token(
+    system: System,
+) -> None:
+    """The whole wire: JSON API -> CreateTask on the stack's queue -> HTTP POST to the
+    worker with the X-CloudTasks-* headers, the JSON payload, and an OIDC token minted for
+    the task-app's service account that the worker verified before answering 2xx."""
+    task_id = unique_id("wire")
+    message = f"hello from {task_id}"
+    assert system.schedule(message=message, task_id=task_id) == [task_id]
+
+    (attempt,) = attempts_of(system, task_id, count=1, timeout=10)
+    record = attempt.record
+    assert record is not None
+    assert record["severity"] == "INFO"
+    headers = record["cloud_tasks"]
+    assert headers["queue"] == system.settings.queue_name == "jobs"
+    assert headers["task"] == task_id
+    assert (headers["retry_count"], headers["execution_count"]) == ("0", "0")
+    assert headers["previous_response"] is None
+    assert float(headers["eta"]) == pytest.approx(time.time(), abs=30)
+    assert record["task_message"] == message
+    assert (record["fail_attempts"], record["work_seconds"]) == (0, 0)
+    assert record["httpRequest"]["userAgent"] == "Google-Cloud-Tasks"
+    assert record["httpRequest"]["requestUrl"] == f"{system.worker_url}/tasks"
+    # The worker puts the verified token's email here; verification is on, so a task
+    # without that caller would have been refused instead.
+    assert record["caller"] == task_app_service_account(system.settings)
+    assert_finished(system, task_id)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Bearer not-a-jwt", 401),
+    ],
+)
+def test_the_worker_refuses_deliveries_without_a_valid_token(
+    system: System, authorization: str | None, status: int
+) -> None:
+    """Locally too the worker's token check is on: a POST that looks like Cloud Tasks but
+    carries no token, or a forged one, is refused and does no work."""
+    task_id = unique_id("forged")
+    headers = {"X-CloudTasks-TaskName": task_id, "X-CloudTasks-QueueName": "jobs"}
+    if authorization:
+        headers["Authorization"] = authorization
+    response = requests.post(
+        f"{system.worker_url}/tasks", json={"message": "x"}, headers=headers, timeout=10
+    )
+    assert response.status_code == status
+    time.sleep(0.2)
+    assert system.worker_records(task_id) == []
+
+
+def test_a_failing_task_is_retried_at_the_dev_backoff_then_succeeds(system: System) -> None:
+    """Pulumi.dev.yaml's retry config (min backoff 1 s, doubling) reaches the local queue:
+    a task whose first two attempts fail is retried after 1 s, then after 2 s, and the third
+    attempt succeeds, with the retry headers Cloud Tasks sends."""
+    task_id = unique_id("retry")
+    system.schedule(message="fails twice", fail_attempts=2, task_id=task_id)
+    attempts = attempts_of(system, task_id, count=3, timeout=15)
+    gaps = [later.at - earlier.at for earlier, later in pairwise(attempts)]
+    minimum = float(system.settings.min_backoff)
+    assert gaps[0] == pytest.approx(minimum, abs=GAP_TOLERANCE_SECONDS), gaps
+    assert gaps[1] == pytest.approx(2 * minimum, abs=GAP_TOLERANCE_SECONDS), gaps
+    headers = [entry.record["cloud_tasks"] for entry in attempts if entry.record]
+    assert [h["retry_count"] for h in headers] == ["0", "1", "2"]
+    # 5xx answers do not count as executions.
+    assert [h["execution_count"] for h in headers] == ["0", "0", "0"]
+    assert [h["previous_response"] for h in headers][1:] == ["500", "500"]
+    assert_finished(system, task_id)
+    print(f"retry gaps: {gaps[0]:.3f} s, {gaps[1]:.3f} s")
+
+
+def test_the_dev_rate_limit_holds_under_a_burst(system: System) -> None:
+    """300 tasks due at the same moment are dispatched at the queue's rate (100/s in
+    Pulumi.dev.yaml): no one-second window holds more than rate + burst deliveries, and
+    the whole burst takes at least (300 - burst) / rate seconds."""
+    client = system.client()
+    queue = client.get_queue(name=system.settings.queue_id, timeout=5)
+    rate = queue.rate_limits.max_dispatches_per_second
+    burst = queue.rate_limits.max_burst_size
+    assert rate == system.settings.max_dispatches_per_second == 100
+
+    prefix = unique_id("burst")
+    total, per_request = 300, 100
+    # All due together, a little later than the time it takes to create them.
+    due = time.time() + 3.0
+    for part in range(total // per_request):
+        ids = system.schedule(
+            message="burst",
+            count=per_request,
+            task_id=f"{prefix}-{part}",
+            delay_seconds=max(0.0, due - time.time()),
+        )
+        assert len(ids) == per_request
+    assert time.time() < due, "creating the tasks took longer than the delay; raise it"
+
+    def all_delivered(entries: list[Entry]) -> list[Entry] | None:
+        seen = [
+            e
+            for e in entries
+            if e.part == WORKER
+            and e.record is not None
+            and "task_message" in e.record
+            and str(e.record["cloud_tasks"]["task"]).startswith(prefix)
+        ]
+        return seen if len(seen) >= total else None
+
+    delivered = system.log.wait_for(all_delivered, timeout=30, what=f"{total} deliveries")
+    times = sorted(e.at for e in delivered)
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    took = times[-1] - times[0]
+    assert busiest <= (rate + burst) * 1.1, f"{busiest} deliveries in one second"
+    assert took >= (total - burst) / rate * 0.9, f"{total} deliveries in {took:.2f} s"
+    print(f"burst: {busiest} deliveries in the busiest second, {total} in {took:.2f} s")
+    ids = [str(e.record["cloud_tasks"]["task"]) for e in delivered if e.record]
+    assert len(set(ids)) == total, "a task was delivered twice"
+
+
+def test_tasks_wait_for_a_worker_that_is_down_and_none_is_lost() -> None:
+    """The worker is down when tasks are scheduled (the emulator's attempts are refused);
+    once it is back, every task arrives by the queue's retries, each exactly once."""
+    settings = load_stack_file(STACK_FILE)
+    ports = free_ports()
+    plan = build_plan(settings, Path(STACK_FILE), ports)
+    log = StackLog()
+    without_worker = {name: plan[name] for name in (EMULATOR, TASK_APP)}
+    stack = start_system(without_worker, log, ports)
+    worker = None
+    try:
+        response = requests.post(
+            f"{plan[TASK_APP].url}/tasks", json={"message": "while down", "count": 20}, timeout=30
+        )
+        assert response.status_code == 201, response.text
+        ids = response.json()["tasks"]
+        system = System(settings, ports, plan, log, stack)
+        client = system.client()
+
+        # Wait until every task has had a refused attempt: the outage is real.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            tasks = list(client.list_tasks(parent=settings.queue_id, timeout=5))
+            mine = [t for t in tasks if t.name.rsplit("/", 1)[1] in ids]
+            if len(mine) == len(ids) and all(t.dispatch_count >= 1 for t in mine):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the tasks were not attempted while the worker was down")
+        assert all(t.response_count == 0 for t in mine), "an attempt got an answer"
+
+        worker = start_system({WORKER: plan[WORKER]}, log, ports)
+        delivered = log.wait_for(
+            lambda entries: (
+                found
+                if len(found := [e for i in ids for e in system.worker_records(i, entries)])
+                >= len(ids)
+                else None
+            ),
+            timeout=30,
+            what="every task at the restarted worker",
+        )
+        by_task = {task_id: len(system.worker_records(task_id)) for task_id in ids}
+        assert by_task == dict.fromkeys(ids, 1), by_task
+        retry_counts = {int(e.record["cloud_tasks"]["retry_count"]) for e in delivered if e.record}
+        assert min(retry_counts) >= 1, "the tasks arrived without having been retried"
+        print(f"worker down: delivered at retry counts {sorted(retry_counts)}")
+        for task_id in ids:
+            assert_finished(system, task_id)
+    finally:
+        if worker is not None:
+            worker.stop()
+        stack.stop()
