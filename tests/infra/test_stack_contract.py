@@ -1,0 +1,62 @@
+"""The stack against the rest of the repository: what it builds exists, and the
+environment it gives each service is one that service accepts and reads as intended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from task_app.settings import TaskAppSettings
+from worker.settings import WorkerSettings
+
+from stack_review import StackRun
+from stack_settings import PROJECT_DIR
+from tests.infra.helpers import IMAGE, PASSWORD, env_of, service_named
+
+
+def service_environment(stack: StackRun, name: str) -> dict[str, str]:
+    """The service's environment as Cloud Run would set it, secret references resolved to
+    the value Secret Manager would hand over."""
+    secret = stack.one(PASSWORD).outputs["result"]
+    return {
+        key: value if isinstance(value, str) else secret
+        for key, value in env_of(service_named(stack, name)).items()
+    }
+
+
+def test_build_inputs_exist_in_the_repository(stack: StackRun) -> None:
+    """A build pointing at a moved Dockerfile fails only at `pulumi up`: every build
+    context and Dockerfile the stack names exists (paths relative to the project, where
+    Pulumi runs the program)."""
+    for image in stack.of_type(IMAGE):
+        build = image.inputs["build"]
+        assert (PROJECT_DIR / build["context"]).is_dir()
+        dockerfile = Path(build["dockerfile"])
+        assert (PROJECT_DIR / dockerfile).is_file()
+        assert (
+            (PROJECT_DIR / dockerfile)
+            .resolve()
+            .is_relative_to((PROJECT_DIR / build["context"]).resolve())
+        )
+
+
+def test_task_app_accepts_the_environment_the_stack_gives_it(stack: StackRun) -> None:
+    """The variable names and formats the stack sets are the ones task-app reads: it
+    starts with them and sends tasks to the worker, to the queue, with the token the stack
+    intends."""
+    env = service_environment(stack, "task-app")
+    settings = TaskAppSettings.from_env(env)
+    assert settings.queue == stack.outputs["queueId"]
+    assert settings.worker_url == stack.outputs["workerUrl"]
+    assert settings.oidc_service_account == stack.outputs["taskAppServiceAccount"]
+    assert settings.dispatch_deadline_seconds == 900
+    assert settings.secret_key == stack.one(PASSWORD).outputs["result"]
+    assert settings.emulator_host is None
+
+
+def test_worker_accepts_the_environment_the_stack_gives_it(stack: StackRun) -> None:
+    """The worker verifies tokens (on exactly when OIDC_CALLER_EMAIL is set) and expects
+    the task-app's account; its deadline matches its request timeout."""
+    settings = WorkerSettings.from_env(service_environment(stack, "worker"))
+    assert settings.verify_tokens
+    assert settings.oidc_caller_email == stack.outputs["taskAppServiceAccount"]
+    assert settings.dispatch_deadline_seconds == 900
