@@ -41,6 +41,10 @@ SECRETS_API = "secretmanager.googleapis.com"
 # Build context and Dockerfiles, relative to the project directory (where Pulumi runs the
 # program): both images share app/ so that they can share app/service_common.
 BUILD_CONTEXT = "app"
+# Requests an instance serves at once: the services' gunicorn threads, and what Cloud Run
+# may send one instance (its default of 80 would queue requests behind busy threads, and a
+# queued task can run into its dispatch deadline).
+REQUEST_THREADS = 8
 DOCKERFILES = {"task-app": "app/task_app/Dockerfile", "worker": "app/worker/Dockerfile"}
 
 
@@ -153,7 +157,9 @@ worker = CloudRunService(
             # The worker verifies that each task's token was minted for this account.
             "OIDC_CALLER_EMAIL": task_app_identity.email,
             "DISPATCH_DEADLINE_SECONDS": deadline,
+            "GUNICORN_THREADS": str(REQUEST_THREADS),
         },
+        concurrency=REQUEST_THREADS,
         cpu=settings.worker_cpu,
         memory=settings.worker_memory,
         # One setting, two uses: the request timeout and every task's dispatch deadline.
@@ -192,7 +198,9 @@ task_app = CloudRunService(
             "WORKER_URL": worker.uri,
             "OIDC_SERVICE_ACCOUNT": task_app_identity.email,
             "DISPATCH_DEADLINE_SECONDS": deadline,
+            "GUNICORN_THREADS": str(REQUEST_THREADS),
         },
+        concurrency=REQUEST_THREADS,
         secret_env={
             "SECRET_KEY": SecretEnv(secret=session_key.secret_id, version=session_key.version)
         },

@@ -44,6 +44,8 @@ class CloudRunServiceArgs:
     memory: str = "512Mi"
     cpu_idle: bool = True
     """CPU only while a request is handled; the services do all their work in requests."""
+    concurrency: int = 80
+    """Requests one instance is sent at once; match what the container can serve."""
     timeout_seconds: int | None = None
     """Request timeout; None keeps Cloud Run's default (300 s)."""
     min_instances: int = 0
@@ -92,6 +94,7 @@ class CloudRunService(pulumi.ComponentResource):
             template=gcp.cloudrunv2.ServiceTemplateArgs(
                 service_account=args.service_account,
                 timeout=None if args.timeout_seconds is None else f"{args.timeout_seconds}s",
+                max_instance_request_concurrency=args.concurrency,
                 scaling=gcp.cloudrunv2.ServiceTemplateScalingArgs(
                     min_instance_count=args.min_instances,
                     max_instance_count=args.max_instances,
@@ -150,6 +153,8 @@ def _check(name: str, args: CloudRunServiceArgs) -> None:
         problems.append(f"cpu = {args.cpu!r}: must be one of 1, 2, 4, 6, 8")
     if not _MEMORY.match(args.memory):
         problems.append(f"memory = {args.memory!r}: must be like 512Mi or 2Gi")
+    if not 1 <= args.concurrency <= 1000:
+        problems.append(f"concurrency = {args.concurrency}: must be from 1 to 1000")
     if args.timeout_seconds is not None and not 1 <= args.timeout_seconds <= 3600:
         problems.append(f"timeout_seconds = {args.timeout_seconds}: must be from 1 to 3600")
     if not 0 <= args.min_instances <= args.max_instances or args.max_instances < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from service_common import gunicorn_defaults
 from task_app.settings import TaskAppSettings
 from worker.settings import WorkerSettings
 
@@ -60,3 +62,13 @@ def test_worker_accepts_the_environment_the_stack_gives_it(stack: StackRun) -> N
     assert settings.verify_tokens
     assert settings.oidc_caller_email == stack.outputs["taskAppServiceAccount"]
     assert settings.dispatch_deadline_seconds == 900
+
+
+def test_request_threads_reach_gunicorn(stack: StackRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread count the stack sizes Cloud Run's concurrency by is the one the services'
+    gunicorn reads."""
+    for name in ("task-app", "worker"):
+        environment = service_environment(stack, name)
+        monkeypatch.setenv("GUNICORN_THREADS", environment["GUNICORN_THREADS"])
+        concurrency = service_named(stack, name).inputs["template"]["maxInstanceRequestConcurrency"]
+        assert gunicorn_defaults.thread_count() == concurrency

@@ -85,8 +85,22 @@ def test_task_app_environment_is_complete(stack: StackRun) -> None:
         "OIDC_SERVICE_ACCOUNT",
         "DISPATCH_DEADLINE_SECONDS",
         "SECRET_KEY",
+        "GUNICORN_THREADS",
     }
     assert set(env_of(service_named(stack, "worker"))) == {
         "OIDC_CALLER_EMAIL",
         "DISPATCH_DEADLINE_SECONDS",
+        "GUNICORN_THREADS",
     }
+
+
+@pytest.mark.parametrize("service", ["task-app", "worker"])
+def test_cloud_run_sends_no_more_requests_than_the_container_serves(
+    stack: StackRun, service: str
+) -> None:
+    """Cloud Run's per-instance concurrency equals the container's request threads: more
+    would queue requests inside the container, where a long task can make the ones behind
+    it miss their dispatch deadline."""
+    resource = service_named(stack, service)
+    threads = int(env_of(resource)["GUNICORN_THREADS"])
+    assert resource.inputs["template"]["maxInstanceRequestConcurrency"] == threads
