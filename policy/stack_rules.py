@@ -296,20 +296,28 @@ def dedicated_service_account(
 def deletion_protection_in_protected_stacks(
     resource_type: str, props: Mapping[str, Any], context: RuleContext
 ) -> list[str]:
-    """In a protected stack (prod), no resource turns deletion protection off and every
-    Cloud Run workload sets it on explicitly, so a replacement or a destroy cannot take
-    production down by accident. A stack that cannot be told counts as protected."""
+    """In a protected stack (prod), no resource turns deletion protection off (nor sets
+    the provider's deletionPolicy to DELETE), and every Cloud Run workload sets it on
+    explicitly, so a replacement or a destroy cannot take production down by accident.
+    A stack that cannot be told counts as protected."""
     if context.stack and context.stack not in context.protected_stacks:
         return []
+    stack = context.stack or "(unknown)"
+    protected = sorted(context.protected_stacks)
+    messages = []
     value = _get(props, "deletionProtection")
     if value is False or (resource_type in DELETION_PROTECTED_TYPES and value is not True):
         shown = "unset" if value is None else repr(value)
-        stack = context.stack or "(unknown)"
-        return [
-            f"{_describe(resource_type, props)} has deletionProtection {shown} in stack {stack!r}; "
-            f"protected stacks {sorted(context.protected_stacks)} must set it to true."
-        ]
-    return []
+        messages.append(
+            f"{_describe(resource_type, props)} has deletionProtection {shown} in stack "
+            f"{stack!r}; protected stacks {protected} must set it to true."
+        )
+    if _get(props, "deletionPolicy") == "DELETE":
+        messages.append(
+            f"{_describe(resource_type, props)} has deletionPolicy DELETE in stack {stack!r}; "
+            f"protected stacks {protected} use PREVENT (or leave it unset)."
+        )
+    return messages
 
 
 def queue_explicit_retry_and_rate_limits(

@@ -24,17 +24,27 @@ from stack_review.manifest import (
 )
 
 
+def text_diff(before: str, after: str, fromfile: str, tofile: str) -> str:
+    """A unified diff of two manifests ('' when equal)."""
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=fromfile,
+            tofile=tofile,
+        )
+    )
+
+
 def manifest_diff(stack: str, expected: str, directory: Path = MANIFEST_DIR) -> str:
     """A unified diff from the committed manifest to ``expected`` ('' when equal)."""
     path = manifest_path(stack, directory)
     committed = path.read_text() if path.exists() else ""
-    return "".join(
-        difflib.unified_diff(
-            committed.splitlines(keepends=True),
-            expected.splitlines(keepends=True),
-            fromfile=f"{path.name} (committed)",
-            tofile=f"{path.name} (what the program declares now)",
-        )
+    return text_diff(
+        committed,
+        expected,
+        fromfile=f"{path.name} (committed)",
+        tofile=f"{path.name} (what the program declares now)",
     )
 
 

@@ -368,6 +368,17 @@ def test_unknown_stack_counts_as_protected_and_other_types_are_held_to_it() -> N
     )
 
 
+def test_prod_queue_whose_deletion_policy_allows_delete_is_a_violation() -> None:
+    """Deletion protection in prod: a resource that states deletionPolicy DELETE is caught
+    in prod and allowed in dev; PREVENT passes."""
+    deletable = props(name="jobs", deletionPolicy="DELETE")
+    [message] = stack_rules.deletion_protection_in_protected_stacks(QUEUE, deletable, PROD)
+    assert "deletionPolicy DELETE" in message
+    assert stack_rules.deletion_protection_in_protected_stacks(QUEUE, deletable, DEV) == []
+    prevented = props(name="jobs", deletionPolicy="PREVENT")
+    assert stack_rules.deletion_protection_in_protected_stacks(QUEUE, prevented, PROD) == []
+
+
 # ---- queue limits ---------------------------------------------------------------------
 
 

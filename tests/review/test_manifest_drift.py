@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stack_review import run_stack
-from stack_review.__main__ import main, manifest_diff
+from stack_review.__main__ import main, manifest_diff, text_diff
 from stack_review.manifest import (
     committed_stacks,
     manifest_path,
@@ -59,7 +59,7 @@ def test_changed_setting_shows_as_a_readable_diff() -> None:
     changed = render(
         run_stack("Pulumi.dev.yaml", overrides={"cloud-run-tasks:maxAttempts": attempts + 1})
     )
-    diff = manifest_diff("dev", changed)
+    diff = text_diff(generated("dev"), changed, "dev.txt (before)", "dev.txt (after)")
     removed = [line for line in diff.splitlines() if line.startswith("-") and "---" not in line]
     added = [line for line in diff.splitlines() if line.startswith("+") and "+++" not in line]
     assert removed == [f"-      retryConfig.maxAttempts = {attempts}"]
