@@ -408,3 +408,23 @@ def test_unexpected_error_shows_no_traceback(
     assert any(
         line["severity"] == "ERROR" and "unhandled error" in line["message"] for line in log_lines()
     )
+
+
+def test_duplicate_inside_a_fan_out_stops_there(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """When the second of three named tasks already exists, the answer is 409 naming it,
+    lists only the first as created, and the third is not attempted."""
+    fake_tasks.add_task(tasks_v2.Task(name=f"{QUEUE}/tasks/batch-2"))
+
+    response = client.post("/tasks", json={"task_id": "batch", "count": 3})
+
+    assert response.status_code == 409
+    body = response.get_json()
+    assert body["tasks"] == ["batch-1"]
+    assert body["failed_task"] == 2
+    assert "'batch-2' already exists" in body["error"]
+    assert [r.task.name.rsplit("/", 1)[-1] for r in fake_tasks.create_requests] == [
+        "batch-1",
+        "batch-2",
+    ]

@@ -1,0 +1,91 @@
+"""task-app's start-up: settings from the environment, checked before serving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import QUEUE
+from service_common.config import ConfigError
+from task_app.settings import TaskAppSettings
+
+GOOD = {"QUEUE": QUEUE, "WORKER_URL": "https://worker.example.run.app/", "SECRET_KEY": "k"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_good_environment_is_read() -> None:
+    """The queue path is split, the URL normalised (no trailing slash: it is the audience)."""
+    settings = TaskAppSettings.from_env({**GOOD, "DISPATCH_DEADLINE_SECONDS": "900"})
+
+    assert (settings.project, settings.location, settings.queue_id) == (
+        "demo-project",
+        "europe-west1",
+        "jobs",
+    )
+    assert settings.worker_url == "https://worker.example.run.app"
+    assert settings.worker_tasks_url == "https://worker.example.run.app/tasks"
+    assert settings.dispatch_deadline_seconds == 900
+    assert settings.emulator_host is None
+    assert settings.oidc_service_account is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"QUEUE": None}, "QUEUE is not set"),
+        ({"QUEUE": "  "}, "QUEUE is not set"),
+        ({"WORKER_URL": None}, "WORKER_URL is not set"),
+        ({"QUEUE": "jobs"}, "QUEUE='jobs' is not a full queue id"),
+        ({"QUEUE": "projects/p/locations/l/queues/j/tasks/t"}, "QUEUE="),
+        ({"WORKER_URL": "worker:8081"}, "WORKER_URL='worker:8081' is not a base URL"),
+        ({"WORKER_URL": "https://w.app/?x=1"}, "WORKER_URL="),
+        ({"DISPATCH_DEADLINE_SECONDS": "10"}, "DISPATCH_DEADLINE_SECONDS=10 is out of range"),
+        ({"DISPATCH_DEADLINE_SECONDS": "1801"}, "between 15 and 1800"),
+        ({"DISPATCH_DEADLINE_SECONDS": "ten"}, "DISPATCH_DEADLINE_SECONDS='ten' is not an integer"),
+        ({"CLOUD_TASKS_TIMEOUT_SECONDS": "0"}, "CLOUD_TASKS_TIMEOUT_SECONDS=0.0 is out of range"),
+    ],
+)
+def test_bad_environment_names_the_variable(changes: dict[str, str | None], words: str) -> None:
+    """A missing or bad setting stops start-up with a message naming the variable."""
+    env = {**GOOD, **changes}
+    env = {key: value for key, value in env.items() if value is not None}
+
+    with pytest.raises(ConfigError) as raised:
+        TaskAppSettings.from_env(env)
+    assert words in str(raised.value)
+
+
+def test_create_app_refuses_to_start_without_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app itself fails (no half-configured app serving requests)."""
+    from task_app import create_app
+
+    monkeypatch.delenv("QUEUE", raising=False)
+    monkeypatch.setenv("WORKER_URL", "https://w.example")
+    with pytest.raises(ConfigError, match="QUEUE is not set"):
+        create_app()
+
+
+def test_gunicorn_process_stops_at_start_naming_the_missing_variable() -> None:
+    """The container's command exits at once (not a crash loop of workers) and says which
+    variable is missing."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"QUEUE", "WORKER_URL", "PORT", "HOST"}
+    }
+    env.update({"QUEUE": QUEUE, "PYTHONPATH": str(REPO / "app")})
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "-c", "python:task_app.gunicorn_conf", "task_app:create_app()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "task-app cannot start: WORKER_URL is not set" in result.stderr
