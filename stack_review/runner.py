@@ -15,6 +15,7 @@ import json
 import runpy
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,9 +226,13 @@ def run_stack(
     Raises ProgramFailed (with the partial record) when the program raises."""
     path = _resolve(stack_file)
     config = cli_config(path, overrides)
-    # A fresh context: Pulumi keeps its runtime state (root stack, settings) in context
-    # variables, so each run starts clean and leaves the caller's context untouched.
-    return contextvars.Context().run(_run, stack_name(path), config, program)
+    # Its own thread and a fresh context: Pulumi keeps its runtime state (root stack,
+    # settings) in context variables and needs an event loop of its own, so each run
+    # starts clean and leaves the caller's context and event loop untouched.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stack-review") as runner:
+        return runner.submit(
+            contextvars.Context().run, _run, stack_name(path), config, program
+        ).result()
 
 
 def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
@@ -256,11 +261,12 @@ def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
                 outputs[key] = loop.run_until_complete(output.future())
                 if loop.run_until_complete(output.is_secret()):
                     secret_outputs.add(key)
+        # Sorted: registrations arrive from several threads in no fixed order.
         run = StackRun(
             stack=stack,
             config=config,
-            resources=list(monitor.recorded.values()),
-            calls=list(monitor.calls),
+            resources=sorted(monitor.recorded.values(), key=lambda r: r.urn),
+            calls=sorted(monitor.calls, key=lambda c: (c.token, json.dumps(c.args, default=str))),
             outputs=outputs,
             secret_outputs=secret_outputs,
         )
@@ -271,7 +277,6 @@ def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         monitor.close_thread_loops()
-        asyncio.set_event_loop(None)
 
 
 def _resolve(stack_file: str | Path) -> Path:
