@@ -48,6 +48,14 @@ def manifest_diff(stack: str, expected: str, directory: Path = MANIFEST_DIR) -> 
     )
 
 
+def _shown(path: Path) -> Path:
+    """A path relative to the working directory when it lies below it (shorter output)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     stacks = committed_stacks()
     parser = argparse.ArgumentParser(
@@ -84,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             changed = not path.exists() or path.read_text() != text
             path.write_text(text)
-            print(f"{'wrote' if changed else 'unchanged'} {path}")
+            print(f"{'wrote' if changed else 'unchanged'} {_shown(path)}")
         elif diff := manifest_diff(stack, text, args.dir):
             out_of_date.append(stack)
             sys.stdout.write(diff)
