@@ -34,6 +34,7 @@ lint: sync ## ruff, mypy, hadolint, workflow schema and audit
 	$(RUN) mypy .
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) zizmor --offline --quiet .github/workflows
+	$(RUN) hadolint app/task_app/Dockerfile app/worker/Dockerfile
 
 format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
