@@ -23,7 +23,7 @@ sync: uv ## Install the locked dependencies into .venv
 	@$(UV) sync --frozen --quiet
 
 dev: sync ## Run the whole system locally (STACK=prod for Pulumi.prod.yaml's queue)
-	$(RUN) python -m local_stack --stack Pulumi.$(STACK).yaml
+	@$(RUN) python -m local_stack --stack Pulumi.$(STACK).yaml $(DEV_ARGS)
 
 test: sync ## Run every test (infra mocks, apps, emulator, end-to-end, browser)
 	$(RUN) pytest

@@ -31,6 +31,8 @@ from local_stack.supervisor import STACK, LocalStack, StartupError, StopRequeste
 from stack_settings import SettingsError, load_stack_file
 
 EXIT_STOPPED, EXIT_PART_FAILED, EXIT_USAGE = 0, 1, 2
+# Stop requests closer together than this are one request, not a request to force.
+SAME_STOP_SECONDS = 1.0
 
 # (role as messages name it, option, environment variable, default)
 PORT_OPTIONS = (
@@ -254,11 +256,18 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
         startup_timeout=args.startup_timeout,
     )
 
+    first_signal: list[float] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stack.stop_requested:
-            say(STACK, "second stop request: killing without waiting")
-        else:
+        now = time.monotonic()
+        if not first_signal:
+            first_signal.append(now)
             say(STACK, f"{signal.Signals(signum).name} received: stopping (again to force)")
+        elif now - first_signal[0] < SAME_STOP_SECONDS:
+            # One Ctrl-C can arrive twice: from the terminal and forwarded by `uv run`.
+            return
+        else:
+            say(STACK, "second stop request: killing without waiting")
         stack.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)

@@ -130,6 +130,15 @@ class System:
         return [e for e in entries if e.part == WORKER and is_task_line(e, task_id)]
 
 
+def story(log: StackLog, task_id: str) -> str:
+    """Every line of every part that mentions a task: what to read when a test fails."""
+    return "\n".join(
+        f"{entry.at:.3f} {entry.part} | {entry.line[:300]}"
+        for entry in log.snapshot()
+        if task_id in entry.line
+    )
+
+
 def is_task_line(entry: Entry, task_id: str) -> bool:
     """A worker line that records one attempt of the task ``task_id``: the worker logs one
     such line per delivery, with the X-CloudTasks-* headers under ``cloud_tasks``."""

@@ -115,9 +115,13 @@ def test_make_dev_serves_the_page_streams_prefixed_logs_and_ctrl_c_leaves_nothin
     assert {"emulator", "worker", "task-app", "stack"} <= prefixes
     assert all(group_alive(pid) for pid in pids.values())
 
+    # One Ctrl-C under `uv run` arrives twice (terminal and uv): still one graceful stop.
+    runner.process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
     runner.process.send_signal(signal.SIGINT)
     assert runner.finish(timeout=30) == 0
     assert any("SIGINT received: stopping" in line for line in runner.lines)
+    assert not [line for line in runner.lines if "killing" in line], "the stop was not graceful"
     left = [name for name, pid in pids.items() if group_alive(pid) or alive(pid)]
     assert left == [], f"still running after Ctrl-C: {left}"
 
