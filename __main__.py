@@ -41,11 +41,11 @@ SECRETS_API = "secretmanager.googleapis.com"
 # Build context and Dockerfiles, relative to the project directory (where Pulumi runs the
 # program): both images share app/ so that they can share app/service_common.
 BUILD_CONTEXT = "app"
+DOCKERFILES = {"task-app": "app/task_app/Dockerfile", "worker": "app/worker/Dockerfile"}
 # Requests an instance serves at once: the services' gunicorn threads, and what Cloud Run
 # may send one instance (its default of 80 would queue requests behind busy threads, and a
 # queued task can run into its dispatch deadline).
 REQUEST_THREADS = 8
-DOCKERFILES = {"task-app": "app/task_app/Dockerfile", "worker": "app/worker/Dockerfile"}
 
 
 def read_settings() -> StackSettings:

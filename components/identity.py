@@ -22,8 +22,8 @@ class ServiceIdentityArgs:
 
 
 class ServiceIdentity(pulumi.ComponentResource):
-    """Exposes ``email`` (what Cloud Run and OIDC tokens name), ``account_name`` (the account's full
-    resource name, what IAM on the account itself takes) and ``member``."""
+    """Exposes ``email`` (what Cloud Run and OIDC tokens name), ``account_name`` (the
+    account's full resource name, what IAM on the account itself takes) and ``member``."""
 
     email: pulumi.Output[str]
     account_name: pulumi.Output[str]
