@@ -50,7 +50,7 @@ def task_app_env(monkeypatch: pytest.MonkeyPatch, fake_tasks: FakeCloudTasks) ->
         "DISPATCH_DEADLINE_SECONDS": "900",
         "SECRET_KEY": "test-secret-key",
         "CLOUD_TASKS_EMULATOR_HOST": fake_tasks.address,
-        "CLOUD_TASKS_TIMEOUT_SECONDS": "2",
+        "CLOUD_TASKS_TIMEOUT_SECONDS": "10",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
