@@ -11,12 +11,12 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import QUEUE, TASK_APP_SA, WORKER_URL
 from fake_cloud_tasks import FakeCloudTasks
 from flask import Flask
 from flask.testing import FlaskClient
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
+from services_support import QUEUE, TASK_APP_SA, WORKER_URL
 
 
 def test_one_task_is_an_authenticated_json_post_to_the_worker(

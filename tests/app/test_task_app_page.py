@@ -7,10 +7,10 @@ import re
 
 import grpc
 import pytest
-from conftest import QUEUE
 from fake_cloud_tasks import FakeCloudTasks
 from flask.testing import FlaskClient
 from google.cloud import tasks_v2
+from services_support import QUEUE
 
 
 def test_page_has_the_button_the_fields_and_only_local_assets(client: FlaskClient) -> None:

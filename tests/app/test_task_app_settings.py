@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUEUE
 from service_common.config import ConfigError
+from services_support import QUEUE
 from task_app.settings import TaskAppSettings
 
 GOOD = {"QUEUE": QUEUE, "WORKER_URL": "https://worker.example.run.app/", "SECRET_KEY": "k"}

@@ -6,9 +6,9 @@ import time
 
 import jwt
 import pytest
-from conftest import TASK_APP_SA, WORKER_URL, OidcKeys
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
+from services_support import TASK_APP_SA, WORKER_URL, OidcKeys
 
 
 def deliver(client: FlaskClient, token: str | None, **kwargs: object) -> int:
