@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
@@ -25,6 +26,21 @@ logger = logging.getLogger(__name__)
 
 # The form and the JSON API carry a few short fields; nothing legitimate comes near this.
 MAX_REQUEST_BYTES = 64 * 1024
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Marks the session cookie Secure whenever the page was served over HTTPS.
+
+    Cloud Run terminates TLS and hands the container plain HTTP with X-Forwarded-Proto;
+    a fixed SESSION_COOKIE_SECURE would either leak the cookie over HTTP or break the form
+    on a local http:// run.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        forwarded = request.headers.get("X-Forwarded-Proto", request.scheme)
+        return forwarded.split(",")[0].strip() == "https" or bool(
+            app.config["SESSION_COOKIE_SECURE"]
+        )
 
 
 def _render_error(status: int, message: str) -> tuple[str, int]:
@@ -41,6 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise
 
     app = Flask(__name__)
+    app.session_interface = _SessionInterface()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,

@@ -148,3 +148,17 @@ def test_unknown_page_is_an_html_404_for_browsers(client: FlaskClient) -> None:
     assert html.mimetype == "text/html"
     assert "404 Not Found" in html.get_data(as_text=True)
     assert api.get_json()["error"].startswith("404 Not Found")
+
+
+@pytest.mark.parametrize(("proto", "secure"), [("https", True), ("http", False)])
+def test_session_cookie_is_secure_behind_https(
+    client: FlaskClient, fake_tasks: FakeCloudTasks, proto: str, secure: bool
+) -> None:
+    """On Cloud Run (TLS ended in front, X-Forwarded-Proto: https) the session cookie that
+    carries the flash and the CSRF secret is Secure and HttpOnly; a local http run still works."""
+    response = client.get("/", headers={"X-Forwarded-Proto": proto})
+
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert ("Secure" in cookie.split("; ")) is secure
