@@ -153,14 +153,17 @@ class QueueRecord:
 
 
 def _encode_token(last: str) -> str:
-    return base64.urlsafe_b64encode(last.encode()).decode()
+    return base64.urlsafe_b64encode(f"after:{last}".encode()).decode()
 
 
 def _decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        text = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise invalid(f"Invalid page token {token!r}.") from None
+        text = ""
+    if not text.startswith("after:"):
+        raise invalid(f"Invalid page token {token!r}.")
+    return text.removeprefix("after:")
 
 
 def _page(names: list[str], page_size: int, token: str, limit: int) -> tuple[list[str], str]:
@@ -470,8 +473,11 @@ class Engine:
                 record.tokens + (now - record.tokens_time) * settings.rate,
             )
             record.tokens_time = now
-            if record.tokens < 1.0 - 1e-9:
-                self._arm(record, now + (1.0 - record.tokens) / settings.rate)
+            # Epoch-sized float times are only exact to ~0.25 us: a token within 0.001
+            # counts as whole, and the wake-up always lies strictly in the future.
+            if record.tokens < 1.0 - 1e-3:
+                wake = now + (1.0 - record.tokens) / settings.rate
+                self._arm(record, max(wake, math.nextafter(now, math.inf)))
                 return
             record.tokens -= 1.0
             heapq.heappop(ready)

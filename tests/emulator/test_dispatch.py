@@ -3,7 +3,10 @@ virtual clock: headers, counters, the retry schedule, stop rules, deadlines, Ret
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from email.utils import formatdate
 
 import grpc
 import pytest
@@ -16,21 +19,28 @@ from tasks_emulator.retry import RetryPolicy
 from .conftest import START, Harness, Target
 
 
-def retry(min_s: float, max_s: float, doublings: int, attempts: int = 100, duration: float = 0):
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def retry(
+    min_s: float, max_s: float, doublings: int, attempts: int = 100, duration: float = 0
+) -> dict[str, object]:
+    """A RetryConfig in the client's dict form."""
     return {
         "max_attempts": attempts,
-        "min_backoff": duration_pb2.Duration(nanos=0, seconds=0).__class__(
-            seconds=int(min_s), nanos=round((min_s % 1) * 1e9)
-        ),
-        "max_backoff": duration_pb2.Duration(seconds=int(max_s), nanos=round((max_s % 1) * 1e9)),
+        "min_backoff": _duration(min_s),
+        "max_backoff": _duration(max_s),
         "max_doublings": doublings,
-        "max_retry_duration": duration_pb2.Duration(seconds=int(duration)),
+        "max_retry_duration": _duration(duration),
     }
 
 
 def gaps(target: Target) -> list[float]:
     times = [r.at for r in target.received]
-    return [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    return [round(b - a, 6) for a, b in itertools.pairwise(times)]
 
 
 def test_recorded_status_table_is_reproduced(harness: Harness, target: Target) -> None:
@@ -198,8 +208,6 @@ def test_dispatch_deadline_timeout(harness: Harness, target: Target, make_target
     """A worker that does not answer within dispatch_deadline fails the attempt: the next
     attempt says PreviousResponse 504 and ExecutionCount does not count it, and a hung
     worker never holds up another queue."""
-    import threading
-
     target.hang = threading.Event()
     target.replies = [200]
     other = make_target()
@@ -248,8 +256,6 @@ def test_retry_after_is_respected(harness: Harness, target: Target, status: int)
 
 def test_retry_after_http_date(harness: Harness, target: Target) -> None:
     """Retry-After may be an HTTP date."""
-    from email.utils import formatdate
-
     target.replies = [(503, {"Retry-After": formatdate(START + 300, usegmt=True)}), 200]
     queue = harness.queue("jobs", retry_config=retry(1, 10, 3))
     harness.task(queue, target.url)
