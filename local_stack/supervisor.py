@@ -39,12 +39,24 @@ class StopRequested(RuntimeError):
     """A stop was requested while the parts were starting."""
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: the supervisor's own stop is the only safeguard
+    return prctl
+
+
+# Resolved once here: the function below runs between fork and exec, where loading a
+# library could wait forever on a lock another thread of the supervisor held at the fork.
+_PRCTL = _load_prctl()
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: if the supervisor is killed outright (SIGKILL, no
     chance to clean up), Linux sends the part SIGTERM, so no part outlives it."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -80,10 +80,6 @@ def test_pressing_schedule_task_shows_the_task_retrying_then_done(
             browser.close()
 
     attempts = system.worker_records(task_id)
-    assert [e.record["cloud_tasks"]["retry_count"] for e in attempts if e.record] == [
-        "0",
-        "1",
-        "2",
-        "3",
-    ]
+    retry_counts = [e.record["cloud_tasks"]["retry_count"] for e in attempts if e.record]
+    assert retry_counts == ["0", "1", "2", "3"], story(system.log, task_id)
     assert all(e.record and e.record["task_message"] == "hello from the browser" for e in attempts)

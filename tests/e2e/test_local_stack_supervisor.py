@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +179,43 @@ def test_a_stop_requested_while_starting_interrupts_the_start() -> None:
     assert time.monotonic() - started < 3
     stack.stop()
     assert stack.processes["slow"].returncode is not None
+
+
+SUPERVISOR = """
+import sys, time
+from local_stack.plan import Part
+from local_stack.supervisor import LocalStack
+part = Part(name="part", argv=(sys.executable, "-c", sys.argv[1], sys.argv[2]), env={},
+            health_url=f"http://127.0.0.1:{sys.argv[2]}/", url="-")
+stack = LocalStack({"part": part}, lambda name, line: None)
+stack.start()
+print(stack.processes["part"].pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_part_does_not_outlive_a_supervisor_killed_outright() -> None:
+    """No orphan even when the runner gets no chance to clean up (SIGKILL): each part
+    asked the kernel for SIGTERM when its parent dies."""
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, SERVER, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert supervisor.stdout is not None
+        part_pid = int(supervisor.stdout.readline())
+        assert alive(part_pid)
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 5
+        while alive(part_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(part_pid), "the part outlived its killed supervisor"
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
