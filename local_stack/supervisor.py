@@ -5,6 +5,11 @@ it started (gunicorn's workers included) and a Ctrl-C in the terminal reaches on
 supervisor, which then stops the parts in an orderly way: SIGTERM to each group, a grace
 period, then SIGKILL to whatever is left. A part that exits on its own is reported by name
 and stops the rest.
+
+Built on the standard library rather than a Procfile runner such as honcho: the parts must
+start in order, each only once the one it needs answers (the queue must exist before the
+task-app serves its page), and the stop must reach whole process groups; a Procfile runner
+starts everything at once and signals only the processes it started itself.
 """
 
 from __future__ import annotations
