@@ -8,8 +8,9 @@ and stops the rest.
 
 Built on the standard library rather than a Procfile runner such as honcho: the parts must
 start in order, each only once the one it needs answers (the queue must exist before the
-task-app serves its page), and the stop must reach whole process groups; a Procfile runner
-starts everything at once and signals only the processes it started itself.
+task-app serves its page), which a Procfile runner does not do (it starts every process at
+once), and the few lines of process handling needed here are easier to test than a new
+dependency's behaviour.
 """
 
 from __future__ import annotations
