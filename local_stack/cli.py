@@ -97,7 +97,9 @@ class LinePrinter:
         self.colour = colour
         self.raw = raw
         self.width = max(len(name) for name in (*PART_NAMES, STACK))
-        self._lock = threading.Lock()
+        # Re-entrant: the Ctrl-C handler prints from the main thread, possibly while the
+        # main thread is already inside a write (a plain lock would then wait for itself).
+        self._lock = threading.RLock()
 
     def __call__(self, part: str, line: str) -> None:
         if not self.raw:
