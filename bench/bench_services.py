@@ -124,6 +124,24 @@ def _post_latencies(port: int) -> tuple[list[float], int]:
     return latencies, failures
 
 
+IMPORT_RUNS = 3
+IMPORTS = (
+    "flask",
+    "google.cloud.logging_v2.handlers",
+    "google.cloud.tasks_v2",
+    "task_app",
+    "worker",
+)
+
+
+def _import_seconds(module: str) -> float:
+    """Wall time of a fresh interpreter importing ``module`` (interpreter start included)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", f"import {module}"], env=env, check=True)
+    return time.monotonic() - started
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -150,6 +168,13 @@ def main() -> None:
                 f"  {name:8s} median {_ms(statistics.median(runs))}, max {_ms(max(runs))}, "
                 f"min {_ms(min(runs))}"
             )
+
+        print(f"where a cold start goes: a fresh interpreter importing ({IMPORT_RUNS} runs):")
+        baseline = statistics.median(_import_seconds("os") for _ in range(IMPORT_RUNS))
+        print(f"  {'(interpreter alone)':34s} median {_ms(baseline)}")
+        for module in IMPORTS:
+            runs = [_import_seconds(module) for _ in range(IMPORT_RUNS)]
+            print(f"  {module:34s} median {_ms(statistics.median(runs))}")
 
         port = _free_port()
         process = _start("task_app", port, task_app_env)
