@@ -428,3 +428,12 @@ def test_duplicate_inside_a_fan_out_stops_there(
         "batch-1",
         "batch-2",
     ]
+
+
+def test_method_not_allowed_keeps_the_allow_header(client: FlaskClient) -> None:
+    """The short error body replaces Werkzeug's page, not its Allow header."""
+    response = client.get("/tasks", headers={"Accept": "application/json"})
+
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    assert response.get_json()["error"].startswith("405 Method Not Allowed")
