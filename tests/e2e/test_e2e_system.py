@@ -11,9 +11,13 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.api_core import exceptions as api_exceptions
+from google.cloud import tasks_v2
+from google.rpc import code_pb2
 
 from local_stack.plan import EMULATOR, TASK_APP, WORKER, build_plan, task_app_service_account
 from stack_settings import load_stack_file
@@ -90,28 +94,88 @@ def test_a_scheduled_task_reaches_the_worker_with_headers_payload_and_verified_t
     assert_finished(system, task_id)
 
 
-@pytest.mark.parametrize(
-    ("authorization", "status"),
-    [
-        (None, 401),
-        ("Bearer not-a-jwt", 401),
-    ],
-)
-def test_the_worker_refuses_deliveries_without_a_valid_token(
-    system: System, authorization: str | None, status: int
+def forged_token(audience: str, email: str) -> str:
+    """A token with exactly the claims the worker wants, signed by a key that is not the
+    emulator's (anyone can make one)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {
+        "iss": "https://accounts.google.com",
+        "aud": audience,
+        "email": email,
+        "email_verified": True,
+        "sub": "1",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "not-the-emulators"})
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-jwt", "forged"])
+def test_the_worker_refuses_a_delivery_without_a_valid_token(
+    system: System, authorization: str | None
 ) -> None:
     """Locally too the worker's token check is on: a POST that looks like Cloud Tasks but
-    carries no token, or a forged one, is refused and does no work."""
+    carries no token, garbage, or a well-formed token signed by another key, is refused
+    with 401 and does no work."""
     task_id = unique_id("forged")
     headers = {"X-CloudTasks-TaskName": task_id, "X-CloudTasks-QueueName": "jobs"}
-    if authorization:
+    if authorization == "forged":
+        caller = task_app_service_account(system.settings)
+        headers["Authorization"] = f"Bearer {forged_token(system.worker_url, caller)}"
+    elif authorization:
         headers["Authorization"] = authorization
     response = requests.post(
         f"{system.worker_url}/tasks", json={"message": "x"}, headers=headers, timeout=10
     )
-    assert response.status_code == status
+    assert response.status_code == 401, response.text
     time.sleep(0.2)
     assert system.worker_records(task_id) == []
+
+
+@pytest.mark.parametrize(
+    ("email", "audience", "refused_with"),
+    [
+        ("intruder@cloud-run-tasks-dev.iam.gserviceaccount.com", None, code_pb2.PERMISSION_DENIED),
+        (None, "https://another-service.example", code_pb2.UNAUTHENTICATED),
+    ],
+    ids=["another service account", "another audience"],
+)
+def test_only_the_task_apps_account_for_the_worker_gets_through(
+    system: System, email: str | None, audience: str | None, refused_with: int
+) -> None:
+    """A task on the same queue whose token Cloud Tasks mints for another service account
+    (403), or for another audience (401), is refused by the worker: the local wiring, like
+    Cloud Run's IAM, admits only the task-app's account calling the worker."""
+    client = system.client()
+    task_id = unique_id("intruder")
+    name = f"{system.settings.queue_id}/tasks/{task_id}"
+    oidc = {
+        "service_account_email": email or task_app_service_account(system.settings),
+        "audience": audience or system.worker_url,
+    }
+    intruding = tasks_v2.Task(
+        name=name,
+        http_request=tasks_v2.HttpRequest(
+            url=f"{system.worker_url}/tasks",
+            http_method=tasks_v2.HttpMethod.POST,
+            headers={"Content-Type": "application/json"},
+            body=b'{"message": "let me in"}',
+            oidc_token=tasks_v2.OidcToken(**oidc),
+        ),
+    )
+    client.create_task(parent=system.settings.queue_id, task=intruding, timeout=5)
+    try:
+        deadline = time.monotonic() + 10
+        task = client.get_task(name=name, timeout=5)
+        while time.monotonic() < deadline and task.response_count == 0:
+            time.sleep(0.05)
+            task = client.get_task(name=name, timeout=5)
+        assert task.response_count >= 1, "the worker never answered"
+        assert task.last_attempt.response_status.code == refused_with
+        assert system.worker_records(task_id) == [], "the worker did the task"
+    finally:
+        client.delete_task(name=name, timeout=5)
 
 
 def test_a_failing_task_is_retried_at_the_dev_backoff_then_succeeds(system: System) -> None:
