@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +103,7 @@ class System:
     plan: dict[str, Part]
     log: StackLog
     stack: LocalStack
+    _client: tasks_v2.CloudTasksClient | None = field(default=None, init=False, repr=False)
 
     @property
     def task_app_url(self) -> str:
@@ -120,9 +121,10 @@ class System:
         return ids
 
     def client(self) -> tasks_v2.CloudTasksClient:
-        """The official Cloud Tasks client, talking to the emulator."""
-        client, _channel = emulator_client(f"127.0.0.1:{self.ports.emulator}")
-        return client
+        """The official Cloud Tasks client, talking to the emulator (one per system)."""
+        if self._client is None:
+            self._client, _channel = emulator_client(f"127.0.0.1:{self.ports.emulator}")
+        return self._client
 
     def worker_records(self, task_id: str, entries: list[Entry] | None = None) -> list[Entry]:
         """The worker's structured log lines about one task (one per attempt)."""
