@@ -2,7 +2,7 @@
 
 Everything that happens at a time (a task becoming due, a token arriving in a queue's
 bucket, a dispatch deadline passing) is a callback registered with ``call_at`` on a Clock,
-and every HTTP attempt runs as a task started with ``spawn``. The engine never reads the
+and every HTTP attempt in flight is registered with ``track``. The engine never reads the
 time or sleeps any other way, so the same engine runs on:
 
 - ``RealClock``: wall-clock time on the running event loop;
@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -32,22 +32,22 @@ class Clock(Protocol):
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+    def track(self, work: asyncio.Future[Any]) -> None:
+        """Registers work in flight (an attempt), so a virtual clock can wait for it."""
+        ...
 
     async def cancel_all(self) -> None: ...
 
 
 class _TaskSet:
-    """Keeps strong references to running tasks (asyncio only keeps weak ones)."""
+    """Keeps the attempts in flight, to wait for them or cancel them at stop."""
 
     def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+    def track(self, work: asyncio.Future[Any]) -> None:
+        self.tasks.add(work)
+        work.add_done_callback(self.tasks.discard)
 
     async def cancel_all(self) -> None:
         tasks = list(self.tasks)
@@ -89,7 +89,7 @@ class VirtualClock(_TaskSet):
     then cut off by its dispatch deadline in virtual time, like on the real clock.
     """
 
-    def __init__(self, start: float | None = None, io_grace: float = 0.25) -> None:
+    def __init__(self, start: float | None = None, io_grace: float = 1.0) -> None:
         super().__init__()
         self._now = time.time() if start is None else float(start)
         self._timers: list[tuple[float, int, _VirtualTimer]] = []

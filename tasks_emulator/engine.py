@@ -88,6 +88,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+class DeadlineExceeded(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"dispatch deadline of {seconds:g}s exceeded")
+
+
 @dataclass
 class Attempt:
     schedule_time: float
@@ -517,50 +522,36 @@ class Engine:
             task.first_dispatch = now
         task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
         method = v.HttpMethod(request.http_method).name
-        self.clock.spawn(
-            self._attempt(record, task, forced, method=method, headers=headers, started=now)
-        )
-
-    async def _attempt(
-        self,
-        record: QueueRecord,
-        task: TaskState,
-        forced: bool,
-        *,
-        method: str,
-        headers: dict[str, str],
-        started: float,
-    ) -> None:
-        request = task.pb.http_request
-        loop = asyncio.get_running_loop()
-        deadline_passed: asyncio.Future[Any] = loop.create_future()
+        response = self.http.request(method, request.url, headers, request.body)
+        deadline = task.deadline
 
         def on_deadline() -> None:
-            if not deadline_passed.done():
-                deadline_passed.set_result(None)
+            if not response.done():
+                response.set_exception(DeadlineExceeded(deadline))
 
-        timer = self.clock.call_at(started + task.deadline, on_deadline)
-        sending: asyncio.Future[Any] = loop.create_task(
-            self.http.send(method, request.url, headers, request.body)
-        )
-        try:
-            await asyncio.wait({sending, deadline_passed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        timer = self.clock.call_at(now + deadline, on_deadline)
+
+        def on_done(done: asyncio.Future[Any]) -> None:
             timer.cancel()
-            if not sending.done():
-                sending.cancel()
-        status: int | None = None
-        retry_after = None
-        if sending.done() and not sending.cancelled() and sending.exception() is None:
-            status, retry_after_header = sending.result()
-            retry_after = parse_retry_after(retry_after_header, self.clock.now())
-            message = f"HTTP status {status}"
-        elif sending.done() and not sending.cancelled():
-            error = sending.exception()
-            message = f"connection failed: {type(error).__name__}: {error}"
-        else:
-            message = f"dispatch deadline of {task.deadline:g}s exceeded"
-        self._finish(record, task, forced, status=status, retry_after=retry_after, message=message)
+            if done.cancelled():
+                return  # the emulator is stopping
+            status: int | None = None
+            retry_after = None
+            error = done.exception()
+            if error is None:
+                status, retry_after_header = done.result()
+                retry_after = parse_retry_after(retry_after_header, self.clock.now())
+                message = f"HTTP status {status}"
+            elif isinstance(error, DeadlineExceeded):
+                message = str(error)
+            else:
+                message = f"connection failed: {type(error).__name__}: {error}"
+            self._finish(
+                record, task, forced, status=status, retry_after=retry_after, message=message
+            )
+
+        response.add_done_callback(on_done)
+        self.clock.track(response)
 
     def _finish(
         self,
@@ -590,7 +581,7 @@ class Engine:
             attempt.response_time = now
             attempt.message = message
         if status is None:
-            timed_out = message.startswith("dispatch deadline")
+            timed_out = message.startswith("dispatch deadline")  # see DeadlineExceeded
             task.previous_response = TIMEOUT_STATUS if timed_out else UNREACHABLE_STATUS
             if attempt is not None:
                 attempt.rpc_code = 4 if timed_out else 14

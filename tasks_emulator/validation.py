@@ -46,6 +46,7 @@ MAX_HEADER_BYTES = 80 * 1024
 MAX_URL_LENGTH = 2083
 BODY_METHODS = {HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH}
 
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 LOCATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
 QUEUE_RE = re.compile(r"^(projects/[^/]+/locations/[^/]+)/queues/([A-Za-z0-9-]{1,100})$")
 TASK_RE = re.compile(
@@ -209,6 +210,9 @@ def normalize_task(task: Any, now: float) -> float:
         raise invalid(
             "HttpRequest.body can only be set when HttpRequest.httpMethod is POST, PUT or PATCH."
         )
+    for name, value in request.headers.items():
+        if not HEADER_NAME_RE.match(name) or "\r" in value or "\n" in value:
+            raise invalid(f"HttpRequest.headers: {name!r} is not a valid header name and value.")
     if _header_bytes(request.headers) > MAX_HEADER_BYTES:
         raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
     if request.HasField("oidc_token") and not request.oidc_token.service_account_email:

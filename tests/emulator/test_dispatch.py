@@ -210,6 +210,7 @@ def test_dispatch_deadline_timeout(harness: Harness, target: Target, make_target
     worker never holds up another queue."""
     target.hang = threading.Event()
     target.replies = [200]
+    harness.clock.io_grace = 0.2  # how long a hung request holds up virtual time
     other = make_target()
     other.clock_now = harness.clock.now
     slow = harness.queue("slow", retry_config=retry(1, 1, 0))
