@@ -122,18 +122,19 @@ class VirtualClock(_TaskSet):
         await self.settle()
 
     async def settle(self) -> None:
-        """Waits until every attempt in flight has finished, or has made no progress for
-        ``io_grace`` seconds (a hung worker)."""
+        """Waits until every attempt in flight has finished and been accounted for, or
+        has made no progress for ``io_grace`` seconds (a hung worker)."""
         await asyncio.sleep(0)
-        while True:
+        # An attempt leaves ``tasks`` only after its own done-callbacks (the engine's
+        # bookkeeping) ran, so an empty set means the outcome is recorded.
+        while self.tasks:
             pending = {task for task in self.tasks if not task.done()}
             if not pending:
-                return
+                await asyncio.sleep(0)
+                continue
             done, _ = await asyncio.wait(pending, timeout=self.io_grace)
             if not done:
                 return
-            # Let callbacks of the finished attempts (which may start more) run.
-            await asyncio.sleep(0)
 
     def pending_timers(self) -> list[float]:
         """Times of the callbacks still to fire (for inspection)."""
