@@ -19,6 +19,11 @@ from urllib.parse import urlsplit
 Response = tuple[int, str | None]  # status, Retry-After header
 _NO_BODY_STATUS = {204, 304}
 _MAX_HEAD = 256 * 1024
+# An idle connection is reused only this long: servers close idle keep-alive connections
+# after a few seconds (gunicorn: 2 s), and a request written just as they do is lost. The
+# client should be the side that gives up first. (Such a loss, with nothing received, is
+# also sent again once on a fresh connection.)
+IDLE_REUSE_SECONDS = 1.0
 
 
 class ProtocolError(Exception):
@@ -39,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self.retry: tuple[bytes, bool] | None = None
         self.head_request = False
         self.closed = False
+        self.idle_since = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -214,9 +220,12 @@ class HttpClient:
             return future
         head = method == "HEAD"
         idle = self._idle.get(origin)
+        now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()
-            if not connection.closed:
+            if now - connection.idle_since > IDLE_REUSE_SECONDS:
+                connection.close()
+            elif not connection.closed:
                 connection.reused = True
                 connection.send(request, head, future)
                 return future
@@ -261,6 +270,7 @@ class HttpClient:
         connection.send(request, head, future)
 
     def _release(self, connection: _Connection) -> None:
+        connection.idle_since = asyncio.get_running_loop().time()
         self._idle.setdefault(connection.origin, []).append(connection)
 
     def _discard(self, connection: _Connection) -> None:
