@@ -151,7 +151,8 @@ def test_real_clock_rate(real_harness: Harness, make_target) -> None:
         real_harness.task(queue, target.url)
     wait_for(lambda: len(target.received) == 24)
     span = target.received[-1].at - target.received[0].at
-    assert span == pytest.approx(1.0, abs=0.15)
+    # Never faster than the bucket allows; a loaded machine may only make it later.
+    assert 0.95 <= span <= 1.5, span
 
 
 def test_hung_worker_does_not_block_its_queue(real_harness: Harness, make_target) -> None:
