@@ -191,6 +191,17 @@ def test_queue_has_the_stack_rate_limits_and_retry_config(
         assert logging == {"samplingRatio": settings.logging_sampling_ratio}
 
 
+def test_worker_can_take_every_concurrent_dispatch_of_the_queue(stack: StackRun) -> None:
+    """The queue may have max_concurrent_dispatches tasks in flight; if the worker's
+    instances cannot hold them all, Cloud Run answers 429 and good tasks burn attempts on
+    backoff. So max instances x requests per instance covers the queue's concurrency."""
+    worker = service_named(stack, "worker")
+    template = worker.inputs["template"]
+    capacity = template["scaling"]["maxInstanceCount"] * template["maxInstanceRequestConcurrency"]
+    in_flight = stack.one(QUEUE).inputs["rateLimits"]["maxConcurrentDispatches"]
+    assert capacity >= in_flight, f"worker holds {capacity} requests, queue sends {in_flight}"
+
+
 def test_dev_queue_uses_the_chapter_tuned_values() -> None:
     """Item 7: dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
     10 attempts, backoff 1 s to 15 s, 3 doublings."""
