@@ -20,9 +20,6 @@ APP_DIR = PROJECT_DIR / "app"
 # A fixed, obviously-local value: on Cloud Run the stack takes the key from Secret Manager.
 DEV_SECRET_KEY = "local-dev-only-secret-key-never-used-on-cloud-run"  # noqa: S105
 
-# Longer than the emulator's HTTP client keeps an idle connection (see the worker's env).
-WORKER_KEEPALIVE_SECONDS = 75
-
 EMULATOR = "emulator"
 WORKER = "worker"
 TASK_APP = "task-app"
@@ -122,12 +119,6 @@ def build_plan(
         env={
             "HOST": host,
             "PORT": str(ports.worker),
-            # gunicorn closes an idle keep-alive connection after 2 s, and the emulator's
-            # HTTP client keeps idle connections for 15 s: a retry due exactly 2 s after
-            # the previous attempt could go out on a connection the worker is closing and
-            # fail with "Server disconnected". The client must be the side that closes.
-            # (On Cloud Run, Google's front end holds the connections, not Cloud Tasks.)
-            "GUNICORN_CMD_ARGS": f"--keep-alive {WORKER_KEEPALIVE_SECONDS}",
             "OIDC_CALLER_EMAIL": caller,
             "OIDC_AUDIENCE": worker_url,
             "OIDC_CERTS_URL": f"{keys_url}/oauth2/v1/certs",
