@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 MAX_MESSAGE_LENGTH = 1000
 MAX_DELAY_SECONDS = 30 * 24 * 3600  # Cloud Tasks refuses schedule times beyond 720 h
 MAX_COUNT = 100
 MAX_FAIL_ATTEMPTS = 100  # a queue's default max_attempts
+T = TypeVar("T", int, float)
+
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
 MAX_TASK_ID_LENGTH = 500
 
@@ -60,6 +63,26 @@ def _as_number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _in_range(
+    data: Mapping[str, object],
+    field: str,
+    default: float,
+    parse: Callable[[object], T | None],
+    *,
+    low: float,
+    high: float,
+    errors: dict[str, str],
+    allowed: str,
+) -> T | None:
+    """The field parsed and within [low, high], or None with its error recorded."""
+    raw = data.get(field, default)
+    value = parse(raw)
+    if value is None or not low <= value <= high:
+        errors[field] = f"must be {allowed}, got {raw!r}"
+        return None
+    return value
+
+
 def validate_options(
     data: Mapping[str, object], max_work_seconds: float
 ) -> tuple[TaskOptions | None, dict[str, str]]:
@@ -75,33 +98,41 @@ def validate_options(
     elif len(message) > MAX_MESSAGE_LENGTH:
         errors["message"] = f"must be at most {MAX_MESSAGE_LENGTH} characters, got {len(message)}"
 
-    raw_delay = data.get("delay_seconds", 0)
-    delay = _as_number(raw_delay)
-    if delay is None or not 0 <= delay <= MAX_DELAY_SECONDS:
-        errors["delay_seconds"] = (
-            f"must be a number of seconds between 0 and {MAX_DELAY_SECONDS} (30 days), "
-            f"got {raw_delay!r}"
-        )
-
-    raw_count = data.get("count", 1)
-    count = _as_int(raw_count)
-    if count is None or not 1 <= count <= MAX_COUNT:
-        errors["count"] = f"must be an integer between 1 and {MAX_COUNT}, got {raw_count!r}"
-
-    raw_fail = data.get("fail_attempts", 0)
-    fail_attempts = _as_int(raw_fail)
-    if fail_attempts is None or not 0 <= fail_attempts <= MAX_FAIL_ATTEMPTS:
-        errors["fail_attempts"] = (
-            f"must be an integer between 0 and {MAX_FAIL_ATTEMPTS}, got {raw_fail!r}"
-        )
-
-    raw_work = data.get("work_seconds", 0)
-    work = _as_number(raw_work)
-    if work is None or not 0 <= work <= max_work_seconds:
-        errors["work_seconds"] = (
-            f"must be a number of seconds between 0 and {max_work_seconds:g} "
-            f"(below the dispatch deadline), got {raw_work!r}"
-        )
+    delay = _in_range(
+        data,
+        "delay_seconds",
+        0,
+        _as_number,
+        low=0,
+        high=MAX_DELAY_SECONDS,
+        errors=errors,
+        allowed=f"a number of seconds between 0 and {MAX_DELAY_SECONDS} (30 days)",
+    )
+    count = _in_range(
+        data,
+        "count",
+        1,
+        _as_int,
+        low=1,
+        high=MAX_COUNT,
+        errors=errors,
+        allowed=f"an integer between 1 and {MAX_COUNT}",
+    )
+    fail_attempts = _in_range(
+        data,
+        "fail_attempts",
+        0,
+        _as_int,
+        low=0,
+        high=MAX_FAIL_ATTEMPTS,
+        errors=errors,
+        allowed=f"an integer between 0 and {MAX_FAIL_ATTEMPTS}",
+    )
+    work = _in_range(
+        data, "work_seconds", 0, _as_number, low=0, high=max_work_seconds, errors=errors,
+        allowed=f"a number of seconds between 0 and {max_work_seconds:g} "
+        "(below the dispatch deadline)",
+    )  # fmt: skip
 
     task_id = data.get("task_id")
     if task_id is not None:
