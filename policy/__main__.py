@@ -109,25 +109,19 @@ def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
     policies: list[ResourceValidationPolicy | StackValidationPolicy] = []
     for rule in RULES:
         if rule.kind == "stack":
-            policies.append(
-                StackValidationPolicy(
-                    name=rule.name,
-                    description=rule.description,
-                    validate=stack_validation(rule),
-                    enforcement_level=EnforcementLevel.MANDATORY,
-                    config_schema=_schema(rule),
-                )
-            )
+            policy_type: type[Any] = StackValidationPolicy
+            validate: Any = stack_validation(rule)
         else:
-            policies.append(
-                ResourceValidationPolicy(
-                    name=rule.name,
-                    description=rule.description,
-                    validate=resource_validation(rule),
-                    enforcement_level=EnforcementLevel.MANDATORY,
-                    config_schema=_schema(rule),
-                )
+            policy_type, validate = ResourceValidationPolicy, resource_validation(rule)
+        policies.append(
+            policy_type(
+                name=rule.name,
+                description=rule.description,
+                validate=validate,
+                enforcement_level=EnforcementLevel.MANDATORY,
+                config_schema=_schema(rule),
             )
+        )
     return policies
 
 
