@@ -12,6 +12,7 @@ import sys
 
 from stack_settings import SettingsError, load_stack_file
 
+from .loop import run
 from .server import Emulator
 
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(serve(args))
+    return run(serve(args))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class Clock(Protocol):
     async def cancel_all(self) -> None: ...
 
 
+MIN_TIMER_DELAY = 0.001
+
+
 class _TaskSet:
     """Keeps the attempts in flight, to wait for them or cancel them at stop."""
 
@@ -66,7 +69,13 @@ class RealClock(_TaskSet):
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         loop = asyncio.get_running_loop()
-        return loop.call_later(max(0.0, when - time.time()), callback)
+        delay = when - time.time()
+        if delay > 0:
+            # uvloop's timers count whole milliseconds and may fire up to ~1 ms early;
+            # the engine then waits again for the rest, which must not round to "now"
+            # (a busy loop until the time comes).
+            delay = max(delay, MIN_TIMER_DELAY)
+        return loop.call_later(max(0.0, delay), callback)
 
 
 class _VirtualTimer:

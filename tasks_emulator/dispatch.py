@@ -12,8 +12,11 @@ connection is then closed.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Mapping
+from functools import lru_cache
+from typing import cast
 from urllib.parse import urlsplit
 
 Response = tuple[int, str | None]  # status, Retry-After header
@@ -24,6 +27,7 @@ _MAX_HEAD = 256 * 1024
 # client should be the side that gives up first. (Such a loss, with nothing received, is
 # also sent again once on a fresh connection.)
 IDLE_REUSE_SECONDS = 1.0
+_BREAKS = re.compile(r"[\r\n]")
 
 
 class ProtocolError(Exception):
@@ -49,8 +53,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's or uvloop's TCP transport (the latter is not an asyncio.Transport
+        # subclass, but has the same methods).
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -280,9 +285,10 @@ class HttpClient:
             idle.remove(connection)
 
 
-def _encode(
-    method: str, url: str, headers: Mapping[str, str], body: bytes
-) -> tuple[tuple[str, str, int], bytes]:
+@lru_cache(maxsize=1024)
+def _split_url(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """(scheme, host, port), Host header and request target of ``url`` (tasks of a queue
+    mostly share one URL, so this is parsed once)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname
@@ -294,12 +300,19 @@ def _encode(
     if port != default_port:
         host_header += f":{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, host, port), host_header, target
+
+
+def _encode(
+    method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> tuple[tuple[str, str, int], bytes]:
+    origin, host_header, target = _split_url(url)
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
     for name, value in headers.items():
-        if any(c in name for c in "\r\n:") or "\r" in value or "\n" in value:
+        if _BREAKS.search(name) or _BREAKS.search(value) or ":" in name:
             raise ValueError(f"header {name!r} has a line break or colon where none may be")
         lines.append(f"{name}: {value}")
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return (scheme, host, port), head + body
+    return origin, head + body

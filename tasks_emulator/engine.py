@@ -19,8 +19,8 @@ import heapq
 import itertools
 import logging
 import math
+import random
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,13 @@ from .retry import RetryPolicy
 
 log = logging.getLogger("tasks_emulator")
 
-View = task_types.Task.View
+# Plain ints, not enum members: these are compared on every call and every attempt.
+VIEW_BASIC = int(task_types.Task.View.BASIC)
+VIEW_FULL = int(task_types.Task.View.FULL)
 QueueState = v.QueuePb.State
+RUNNING = int(QueueState.Value("RUNNING"))
+PAUSED = int(QueueState.Value("PAUSED"))
+METHOD_NAMES = {int(method): method.name for method in list(v.HttpMethod)}
 RETRY_AFTER_STATUSES = {429, 503}
 # Attempts without any HTTP response are reported to the next attempt as a gateway status:
 # 504 after the dispatch deadline (recorded from the real service), 503 for a connection
@@ -72,6 +77,10 @@ def _timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(round(seconds * 1e9))
     return stamp
+
+
+def _set_time(stamp: Timestamp, seconds: float) -> None:
+    stamp.FromNanoseconds(round(seconds * 1e9))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -151,10 +160,11 @@ class QueueRecord:
         self.timer: TimerHandle | None = None
         self.timer_when = math.inf
         self.deleted = False
+        self.paused = pb.state == PAUSED
 
-    @property
-    def paused(self) -> bool:
-        return bool(self.pb.state == QueueState.PAUSED)
+    def set_state(self, state: int) -> None:
+        self.pb.state = state
+        self.paused = state == PAUSED
 
 
 def _encode_token(last: str) -> str:
@@ -202,6 +212,9 @@ class Engine:
         self._queue_tombstones: dict[str, float] = {}
         self._sequence = itertools.count()
         self._tombstone_writes = 0
+        # Task ids look like the service's (19 digits). They need to be unique, not
+        # unguessable, so they come from a seeded PRNG rather than os.urandom per task.
+        self._ids = random.Random()  # noqa: S311
 
     # ---- queues --------------------------------------------------------------------
 
@@ -228,7 +241,7 @@ class Engine:
                 "The queue cannot be created because a queue with this name existed too recently.",
             )
         settings = v.normalize_queue(pb)
-        pb.state = QueueState.RUNNING
+        pb.state = RUNNING
         pb.ClearField("purge_time")
         self.queues[pb.name] = QueueRecord(pb, settings, now)
         log.info("queue created: %s", pb.name)
@@ -312,13 +325,13 @@ class Engine:
 
     def pause_queue(self, name: str) -> Any:
         record = self._queue(name)
-        record.pb.state = QueueState.PAUSED
+        record.set_state(PAUSED)
         self._cancel_timer(record)
         return self._queue_out(record)
 
     def resume_queue(self, name: str) -> Any:
         record = self._queue(name)
-        record.pb.state = QueueState.RUNNING
+        record.set_state(RUNNING)
         self._pump(record)
         return self._queue_out(record)
 
@@ -339,9 +352,9 @@ class Engine:
         return task
 
     def create_task(self, parent: str, task: Any, view: int) -> Any:
-        v.check_queue_name(parent)
         record = self.queues.get(parent)
         if record is None:
+            v.check_queue_name(parent)  # an existing queue's name is valid already
             raise not_found()
         now = self.clock.now()
         pb = v.TaskPb()
@@ -353,7 +366,7 @@ class Engine:
             if pb.name in record.tasks or self._task_tombstones.get(pb.name, -math.inf) > now:
                 raise already_exists()
         else:
-            pb.name = f"{parent}/tasks/{secrets.randbelow(9 * 10**18) + 10**18}"
+            pb.name = self._new_task_name(record, now)
         deadline = v.normalize_task(pb, now)
         retry = None
         if pb.HasField("retry_config"):
@@ -371,6 +384,12 @@ class Engine:
         created = self._task_out(state, view)  # as created, before any attempt starts
         self._pump(record)
         return created
+
+    def _new_task_name(self, record: QueueRecord, now: float) -> str:
+        while True:
+            name = f"{record.name}/tasks/{self._ids.randrange(10**18, 10**19)}"
+            if name not in record.tasks and self._task_tombstones.get(name, -math.inf) <= now:
+                return name
 
     def get_task(self, name: str, view: int) -> Any:
         return self._task_out(self._task(name), view)
@@ -396,22 +415,22 @@ class Engine:
     def _task_out(self, task: TaskState, view: int) -> Any:
         out = v.TaskPb()
         out.CopyFrom(task.pb)
-        if view != View.FULL:
+        if view != VIEW_FULL:
             out.http_request.ClearField("body")
-        out.view = view if view == View.FULL else View.BASIC
-        out.schedule_time.CopyFrom(_timestamp(task.schedule_time))
-        out.create_time.CopyFrom(_timestamp(task.create_time))
+        out.view = view if view == VIEW_FULL else VIEW_BASIC
+        _set_time(out.schedule_time, task.schedule_time)
+        _set_time(out.create_time, task.create_time)
         out.dispatch_count = task.dispatch_count
         out.response_count = task.response_count
         if task.first_dispatch is not None:
-            out.first_attempt.dispatch_time.CopyFrom(_timestamp(task.first_dispatch))
+            _set_time(out.first_attempt.dispatch_time, task.first_dispatch)
         attempt = task.last_attempt
         if attempt is not None:
             last = out.last_attempt
-            last.schedule_time.CopyFrom(_timestamp(attempt.schedule_time))
-            last.dispatch_time.CopyFrom(_timestamp(attempt.dispatch_time))
+            _set_time(last.schedule_time, attempt.schedule_time)
+            _set_time(last.dispatch_time, attempt.dispatch_time)
             if attempt.response_time is not None:
-                last.response_time.CopyFrom(_timestamp(attempt.response_time))
+                _set_time(last.response_time, attempt.response_time)
                 last.response_status.code = attempt.rpc_code
                 last.response_status.message = attempt.message
         return out
@@ -496,7 +515,11 @@ class Engine:
         else:
             record.inflight += 1
         request = task.pb.http_request
-        headers = {k: val for k, val in request.headers.items() if not _RESERVED_HEADER.match(k)}
+        headers = (
+            {k: val for k, val in request.headers.items() if not _RESERVED_HEADER.match(k)}
+            if request.headers
+            else {}
+        )
         headers["User-Agent"] = "Google-Cloud-Tasks"
         headers["X-CloudTasks-QueueName"] = record.short_id
         headers["X-CloudTasks-TaskName"] = task.short_id
@@ -521,7 +544,7 @@ class Engine:
         if task.first_dispatch is None:
             task.first_dispatch = now
         task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
-        method = v.HttpMethod(request.http_method).name
+        method = METHOD_NAMES[request.http_method]
         response = self.http.request(method, request.url, headers, request.body)
         deadline = task.deadline
 
@@ -569,10 +592,12 @@ class Engine:
         else:
             record.inflight -= 1
         task.running -= 1
-        outcome = str(status) if status is not None else message
-        log.info(
-            "%s/%s attempt %d -> %s", record.short_id, task.short_id, task.dispatch_count, outcome
-        )
+        if log.isEnabledFor(logging.INFO):
+            outcome = str(status) if status is not None else message
+            log.info(
+                "%s/%s attempt %d -> %s",
+                record.short_id, task.short_id, task.dispatch_count, outcome,
+            )  # fmt: skip
         if task.done:
             self._pump(record)
             return

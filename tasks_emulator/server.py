@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2, json_format
 from .clock import Clock, RealClock, VirtualClock
 from .dispatch import HttpClient
 from .engine import Engine
+from .loop import new_event_loop
 from .oidc import TokenSigner, keys_app
 from .servicer import generic_handler
 from .validation import QueuePb
@@ -71,7 +72,10 @@ class Emulator:
         await self.http.start()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((generic_handler(self.engine),))
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        try:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:  # newer grpc raises where older returned 0
+            bound = 0
         if bound == 0:
             await self.http.close()
             raise OSError(f"cannot listen on {self.host}:{self.port} (gRPC)")
@@ -123,7 +127,7 @@ class EmulatorThread:
     callers (the official synchronous client, a local runner)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="tasks-emulator", daemon=True
         )

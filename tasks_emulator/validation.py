@@ -44,7 +44,10 @@ MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
 MAX_TASK_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 80 * 1024
 MAX_URL_LENGTH = 2083
-BODY_METHODS = {HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH}
+# Plain ints: HttpMethod members compare slowly, and these are checked for every task.
+UNSPECIFIED_METHOD = int(HttpMethod.HTTP_METHOD_UNSPECIFIED)
+POST_METHOD = int(HttpMethod.POST)
+BODY_METHODS = {int(HttpMethod.POST), int(HttpMethod.PUT), int(HttpMethod.PATCH)}
 
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 LOCATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
@@ -204,17 +207,20 @@ def normalize_task(task: Any, now: float) -> float:
         raise invalid(f"HttpRequest.url must start with 'http://' or 'https://' (got {url!r}).")
     if len(url) > MAX_URL_LENGTH:
         raise invalid(f"HttpRequest.url must be at most {MAX_URL_LENGTH} characters long.")
-    if request.http_method == HttpMethod.HTTP_METHOD_UNSPECIFIED:
-        request.http_method = HttpMethod.POST
+    if request.http_method == UNSPECIFIED_METHOD:
+        request.http_method = POST_METHOD
     if request.body and request.http_method not in BODY_METHODS:
         raise invalid(
             "HttpRequest.body can only be set when HttpRequest.httpMethod is POST, PUT or PATCH."
         )
-    for name, value in request.headers.items():
-        if not HEADER_NAME_RE.match(name) or "\r" in value or "\n" in value:
-            raise invalid(f"HttpRequest.headers: {name!r} is not a valid header name and value.")
-    if _header_bytes(request.headers) > MAX_HEADER_BYTES:
-        raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
+    if request.headers:
+        for name, value in request.headers.items():
+            if not HEADER_NAME_RE.match(name) or "\r" in value or "\n" in value:
+                raise invalid(
+                    f"HttpRequest.headers: {name!r} is not a valid header name and value."
+                )
+        if _header_bytes(request.headers) > MAX_HEADER_BYTES:
+            raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
     if request.HasField("oidc_token") and not request.oidc_token.service_account_email:
         raise invalid("OidcToken.serviceAccountEmail must be set.")
     if task.HasField("dispatch_deadline"):
@@ -223,7 +229,7 @@ def normalize_task(task: Any, now: float) -> float:
             raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
     else:
         deadline = DEFAULT_DEADLINE
-        task.dispatch_deadline.CopyFrom(to_duration(deadline))
+        task.dispatch_deadline.FromNanoseconds(round(deadline * 1e9))
     if task.HasField("schedule_time"):
         when = task.schedule_time.ToNanoseconds() / 1e9
         if when > now + MAX_SCHEDULE_AHEAD:
