@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -71,6 +72,8 @@ async def serve(args: argparse.Namespace) -> int:
         args.keys_port,
         task_name_reuse_seconds=args.task_name_reuse_seconds,
         queue_name_reuse_seconds=args.queue_name_reuse_seconds,
+        # gRPC in a process of its own (it needs an inherited socket: POSIX only).
+        front_process=os.name == "posix",
     )
     try:
         await emulator.start()
@@ -89,8 +92,15 @@ async def serve(args: argparse.Namespace) -> int:
         f"{queue_note}",
         flush=True,
     )
-    await stop.wait()
+    lost = asyncio.ensure_future(emulator.front_lost.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    lost.cancel()
+    stopped.cancel()
     await emulator.stop()
+    if emulator.front_lost.is_set() and not stop.is_set():
+        print("tasks_emulator: the gRPC front process exited; stopping", file=sys.stderr)
+        return 1
     print("tasks_emulator stopped", flush=True)
     return 0
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -16,17 +22,28 @@ from google.protobuf import field_mask_pb2, json_format
 from .clock import Clock, RealClock, VirtualClock
 from .dispatch import HttpClient
 from .engine import Engine
+from .link import FAILED, READY, Link
 from .loop import new_event_loop
 from .oidc import TokenSigner, keys_app
-from .servicer import generic_handler
+from .servicer import answer, generic_handler, method_table
 from .validation import QueuePb
 
 T = TypeVar("T")
 
 
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+FRONT_START_SECONDS = 60.0
+
+
 class Emulator:
     """The gRPC API on ``host:port`` and the OIDC keys on ``host:keys_port`` (port 0 picks
-    a free port; the bound ports are in ``port``/``keys_port`` once started)."""
+    a free port; the bound ports are in ``port``/``keys_port`` once started).
+
+    With ``front_process`` the gRPC server runs in a child process (``front.py``) that
+    passes every call to this one, which is how the command line runs it: gRPC's own
+    per-call work then has a core of its own. Otherwise it runs here, on this loop.
+    ``front_lost`` is set if that child ever exits while the emulator runs.
+    """
 
     def __init__(
         self,
@@ -37,6 +54,7 @@ class Emulator:
         clock: Clock | None = None,
         task_name_reuse_seconds: float = 3600.0,
         queue_name_reuse_seconds: float = 7 * 24 * 3600.0,
+        front_process: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -51,7 +69,11 @@ class Emulator:
             task_name_reuse_seconds=task_name_reuse_seconds,
             queue_name_reuse_seconds=queue_name_reuse_seconds,
         )
+        self.front_process = front_process
+        self.front_lost = asyncio.Event()
         self._grpc: grpc.aio.Server | None = None
+        self._front: subprocess.Popen[bytes] | None = None
+        self._link: Link | None = None
         self._keys: web.AppRunner | None = None
 
     @property
@@ -70,18 +92,14 @@ class Emulator:
 
     async def start(self) -> None:
         await self.http.start()
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers((generic_handler(self.engine),))
         try:
-            bound = server.add_insecure_port(f"{self.host}:{self.port}")
-        except RuntimeError:  # newer grpc raises where older returned 0
-            bound = 0
-        if bound == 0:
-            await self.http.close()
-            raise OSError(f"cannot listen on {self.host}:{self.port} (gRPC)")
-        self.port = bound
-        await server.start()
-        self._grpc = server
+            if self.front_process:
+                await self._start_front()
+            else:
+                await self._start_grpc()
+        except BaseException:
+            await self.stop()
+            raise
         runner = web.AppRunner(keys_app(self.signer), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.keys_port)
@@ -94,10 +112,70 @@ class Emulator:
         self._keys = runner
         self.keys_port = runner.addresses[0][1]
 
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((generic_handler(self.engine),))
+        try:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:  # newer grpc raises where older returned 0
+            bound = 0
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.host}:{self.port} (gRPC)")
+        self.port = bound
+        await server.start()
+        self._grpc = server
+
+    async def _start_front(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        try:
+            command = [sys.executable, "-m", "tasks_emulator.front", "--host", self.host]
+            command += ["--port", str(self.port), "--link-fd", str(theirs.fileno())]
+            self._front = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env)
+        finally:
+            theirs.close()
+        table = method_table(self.engine)
+        ready: asyncio.Future[int] = loop.create_future()
+
+        def on_frame(call_id: int, kind: int, payload: bytes) -> None:
+            if kind == READY and not ready.done():
+                ready.set_result(int(payload))
+            elif kind == FAILED and not ready.done():
+                ready.set_exception(OSError(payload.decode()))
+            elif self._link is not None:
+                code, body = answer(table, kind, payload)
+                self._link.send(call_id, code, body)
+
+        def on_close() -> None:
+            if not ready.done():
+                ready.set_exception(OSError("the gRPC front process exited before it was ready"))
+            self.front_lost.set()
+
+        _, link = await loop.create_connection(lambda: Link(on_frame, on_close), sock=ours)
+        self._link = link
+        self.port = await asyncio.wait_for(ready, FRONT_START_SECONDS)
+
+    async def _stop_front(self) -> None:
+        if self._link is not None:
+            self._link.close()  # the front stops when its link closes
+            self._link = None
+        front, self._front = self._front, None
+        if front is None:
+            return
+        deadline = time.monotonic() + 5
+        while front.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if front.poll() is None:
+            front.kill()
+            front.wait()
+
     async def stop(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
             self._grpc = None
+        await self._stop_front()
         if self._keys is not None:
             await self._keys.cleanup()
             self._keys = None

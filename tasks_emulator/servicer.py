@@ -1,6 +1,7 @@
 """The ``google.cloud.tasks.v2.CloudTasks`` gRPC service, served from the protobuf classes
-that ship with google-cloud-tasks (no generated stubs): each method is a generic handler
-that parses the request, calls the engine and serializes its answer."""
+that ship with google-cloud-tasks (no generated stubs): each method parses the request,
+calls the engine and serializes its answer, either as a generic handler of a gRPC server
+in this process or as the answer to a call the front process passed on (``answer``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 import grpc
 from google.cloud.tasks_v2.types import cloudtasks
 from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
 
 from .engine import Engine
 from .errors import ApiError
+from .link import METHODS
 from .validation import QueuePb, TaskPb
 
 log = logging.getLogger("tasks_emulator")
@@ -75,6 +78,33 @@ def _methods(engine: Engine) -> dict[str, tuple[Any, Any, Callable[[Any], Any]]]
             lambda r: engine.run_task(r.name, r.response_view),
         ),
     }  # fmt: skip
+
+
+Method = tuple[Any, Any, Callable[[Any], Any]]
+
+
+def method_table(engine: Engine) -> list[Method]:
+    """(request class, response class, handler) of each method, in ``link.METHODS`` order."""
+    methods = _methods(engine)
+    assert tuple(methods) == METHODS, "link.METHODS and the servicer disagree"
+    return list(methods.values())
+
+
+def answer(table: list[Method], kind: int, payload: bytes) -> tuple[int, bytes]:
+    """Runs one call passed on by the front process: (status code, response or message)."""
+    if not 0 <= kind < len(table):
+        return grpc.StatusCode.UNIMPLEMENTED.value[0], b"unknown method"
+    request_type, _, call = table[kind]
+    try:
+        return 0, call(request_type.FromString(payload)).SerializeToString()
+    except ApiError as error:
+        return error.code.value[0], error.message.encode()
+    except DecodeError:
+        return grpc.StatusCode.INVALID_ARGUMENT.value[0], b"the request could not be parsed"
+    except Exception:
+        name = METHODS[kind]
+        log.exception("%s failed", name)
+        return grpc.StatusCode.INTERNAL.value[0], f"{name} failed inside the emulator".encode()
 
 
 def _unary(

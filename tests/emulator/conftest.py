@@ -3,11 +3,15 @@ insecure channel to it, and small HTTP servers standing in for workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +22,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from tasks_emulator import EmulatorThread, VirtualClock
 
 PARENT = "projects/test-project/locations/us-central1"
+ROOT = Path(__file__).resolve().parents[2]
 START = 1_800_000_000.0  # a fixed virtual start time, so ETAs are exact
 
 
@@ -157,10 +162,14 @@ class Harness:
         )
 
 
-@pytest.fixture
-def harness(make_target: Callable[[], Target]) -> Iterator[Harness]:
+def virtual_harness(front_process: bool = False) -> Iterator[Harness]:
+    """An emulator on a virtual clock and the official client, for a fixture to yield
+    from; ``front_process`` puts its gRPC server in a child process, as the command line
+    runs it."""
     clock = VirtualClock(start=START)
-    runner = EmulatorThread(host="127.0.0.1", port=0, keys_port=0, clock=clock)
+    runner = EmulatorThread(
+        host="127.0.0.1", port=0, keys_port=0, clock=clock, front_process=front_process
+    )
     emulator = runner.start()
     client = client_for(emulator.address)
     try:
@@ -168,6 +177,11 @@ def harness(make_target: Callable[[], Target]) -> Iterator[Harness]:
     finally:
         client.transport.close()
         runner.stop()
+
+
+@pytest.fixture
+def harness(make_target: Callable[[], Target]) -> Iterator[Harness]:
+    yield from virtual_harness()
 
 
 @pytest.fixture
@@ -198,3 +212,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m tasks_emulator`` on free ports: the process and its first line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tasks_emulator", "--port", "0", "--keys-port", "0", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline()

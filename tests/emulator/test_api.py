@@ -1,16 +1,25 @@
 """Every API method through the official client, with the real status codes and
-messages, and every validation rule of the reference."""
+messages, and every validation rule of the reference: each test runs twice, with the
+gRPC server in the engine's process and in a front process of its own (as the command
+line runs it), so both ways of serving a call give the same answers."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
-from .conftest import PARENT, START, Harness, Target
+from .conftest import PARENT, START, Harness, Target, virtual_harness
 
 Q = f"{PARENT}/queues/jobs"
+
+
+@pytest.fixture(params=[False, True], ids=["in-process", "front-process"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    yield from virtual_harness(front_process=request.param)
 
 
 def test_queue_defaults_and_output_only_burst(harness: Harness) -> None:

@@ -4,14 +4,10 @@ the concurrency limit; the command line (ready line, stack queue, clean stop).""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import google.auth.transport.requests
 import pytest
@@ -20,10 +16,9 @@ from google.oauth2 import id_token
 
 from tasks_emulator.oidc import ISSUER
 
-from .conftest import PARENT, START, Harness, Target, client_for, wait_for
+from .conftest import PARENT, START, Harness, Target, client_for, start_cli, wait_for
 
 SA = "task-app@test-project.iam.gserviceaccount.com"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _token(target: Target, index: int = 0) -> str:
@@ -166,24 +161,11 @@ def test_hung_worker_does_not_block_its_queue(real_harness: Harness, make_target
     wait_for(lambda: len(fine.received) == 1, timeout=2)
 
 
-def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tasks_emulator", "--port", "0", "--keys-port", "0", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline()
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_stack_queue_and_clean_stop(stop_signal: signal.Signals) -> None:
     """`python -m tasks_emulator --stack-config Pulumi.dev.yaml` prints one ready line,
     serves the stack's queue with its settings, and exits 0 on SIGTERM or Ctrl-C."""
-    process, ready = _start_cli("--stack-config", "Pulumi.dev.yaml", "--log-level", "warning")
+    process, ready = start_cli("--stack-config", "Pulumi.dev.yaml", "--log-level", "warning")
     try:
         assert ready.startswith("tasks_emulator ready: gRPC 127.0.0.1:"), ready
         address = ready.split("gRPC ", 1)[1].split(",", 1)[0]
@@ -205,7 +187,7 @@ def test_cli_stack_queue_and_clean_stop(stop_signal: signal.Signals) -> None:
 
 def test_cli_rejects_a_bad_stack_file() -> None:
     """A missing stack file is a clear error and exit code 2, not a traceback."""
-    process, _ = _start_cli("--stack-config", "Pulumi.nope.yaml")
+    process, _ = start_cli("--stack-config", "Pulumi.nope.yaml")
     _, err = process.communicate(timeout=10)
     assert process.returncode == 2
     assert "Pulumi.nope.yaml" in err
@@ -214,7 +196,7 @@ def test_cli_rejects_a_bad_stack_file() -> None:
 
 def test_cli_binds_loopback_by_default() -> None:
     """Without --host the emulator listens on 127.0.0.1 only."""
-    process, ready = _start_cli("--log-level", "warning")
+    process, ready = start_cli("--log-level", "warning")
     try:
         assert " 127.0.0.1:" in ready
         client = client_for(ready.split("gRPC ", 1)[1].split(",", 1)[0])

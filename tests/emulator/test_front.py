@@ -1,0 +1,178 @@
+"""The gRPC front process and its link to the engine: framing, answers to calls that
+cannot be served, and the two processes living and dying together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tasks_emulator import RealClock
+from tasks_emulator.dispatch import HttpClient
+from tasks_emulator.engine import Engine
+from tasks_emulator.link import METHODS, Link
+from tasks_emulator.oidc import TokenSigner
+from tasks_emulator.servicer import answer, method_table
+
+from .conftest import client_for, start_cli
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _link() -> tuple[Link, list[tuple[int, int, bytes]], _Transport]:
+    frames: list[tuple[int, int, bytes]] = []
+    link = Link(lambda *frame: frames.append(frame), lambda: None)
+    transport = _Transport()
+    link.connection_made(transport)  # type: ignore[arg-type]
+    return link, frames, transport
+
+
+def test_frames_survive_any_split() -> None:
+    """Frames written in one loop pass leave in one write, and are read back whole however
+    the stream cuts them: byte by byte or all at once."""
+    sent = [(1, 8, b"create"), (2, 0, b""), (3, 5, b"x" * 70_000)]
+
+    async def write_all() -> bytes:
+        link, _, transport = _link()
+        for frame in sent:
+            link.send(*frame)
+        await asyncio.sleep(0)
+        assert len(transport.written) == 1
+        return transport.written[0]
+
+    stream = asyncio.run(write_all())
+    for chunk in (1, 7, len(stream)):
+        reader, frames, _ = _link()
+        for start in range(0, len(stream), chunk):
+            reader.data_received(stream[start : start + chunk])
+        assert frames == sent
+
+
+def test_oversized_frame_closes_the_link() -> None:
+    reader, frames, transport = _link()
+    reader.data_received((2**31).to_bytes(4, "big") + b"\0" * 5)
+    assert frames == []
+    assert transport.closed
+
+
+@pytest.fixture
+def table() -> list[Any]:
+    async def make() -> list[Any]:
+        return method_table(Engine(RealClock(), HttpClient(), TokenSigner()))
+
+    return asyncio.run(make())
+
+
+def test_answers_to_calls_that_cannot_be_served(table: list[Any]) -> None:
+    """An unknown method, a request that is not the method's message, and an engine error
+    each get their status code; a good call gets the serialized response."""
+    assert answer(table, len(METHODS), b"")[0] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    code, message = answer(table, METHODS.index("GetQueue"), b"\xff\xff")
+    assert (code, message) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        b"the request could not be parsed",
+    )
+    request = table[METHODS.index("GetQueue")][0](name="projects/p/locations/l/queues/q")
+    code, message = answer(table, METHODS.index("GetQueue"), request.SerializeToString())
+    assert code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert message == b"Requested entity was not found."
+    request = table[METHODS.index("ListQueues")][0](parent="projects/p/locations/l")
+    code, body = answer(table, METHODS.index("ListQueues"), request.SerializeToString())
+    assert code == 0
+    assert table[METHODS.index("ListQueues")][1].FromString(body).queues == []
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _front_of(process: subprocess.Popen[str]) -> int:
+    for child in _children(process.pid):
+        if b"tasks_emulator.front" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return child
+    raise AssertionError("the emulator has no front process")
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True  # exited, waiting for its parent to reap it
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_front_stops_with_the_engine() -> None:
+    """Ctrl-C stops both processes; an engine killed outright takes its front with it."""
+    process, _ = start_cli("--log-level", "warning")
+    front = _front_of(process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert _gone(front)
+
+    process, _ = start_cli("--log-level", "warning")
+    front = _front_of(process)
+    process.kill()
+    process.communicate(timeout=10)
+    assert _gone(front), "the front outlived a killed engine"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_engine_stops_when_its_front_dies() -> None:
+    process, ready = start_cli("--log-level", "warning")
+    try:
+        client = client_for(ready.split("gRPC ", 1)[1].split(",", 1)[0])
+        client.list_queues(parent="projects/p/locations/l")
+        client.transport.close()
+        os.kill(_front_of(process), signal.SIGKILL)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert "the gRPC front process exited" in err
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, _ = start_cli("--log-level", "warning", "--port", str(port))
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (gRPC)" in err
+    assert "Traceback" not in err
