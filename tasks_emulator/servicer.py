@@ -90,35 +90,41 @@ def method_table(engine: Engine) -> list[Method]:
     return list(methods.values())
 
 
+def _run(name: str, call: Callable[[Any], Any], request: Any) -> tuple[Any, ApiError | None]:
+    """The engine's answer to one call, or the error its caller gets."""
+    try:
+        return call(request), None
+    except ApiError as error:
+        return None, error
+    except Exception:
+        # A bug must not take the server down; the caller sees INTERNAL.
+        log.exception("%s failed", name)
+        return None, ApiError(grpc.StatusCode.INTERNAL, f"{name} failed inside the emulator")
+
+
 def answer(table: list[Method], kind: int, payload: bytes) -> tuple[int, bytes]:
     """Runs one call passed on by the front process: (status code, response or message)."""
     if not 0 <= kind < len(table):
         return grpc.StatusCode.UNIMPLEMENTED.value[0], b"unknown method"
     request_type, _, call = table[kind]
     try:
-        return 0, call(request_type.FromString(payload)).SerializeToString()
-    except ApiError as error:
-        return error.code.value[0], error.message.encode()
+        request = request_type.FromString(payload)
     except DecodeError:
         return grpc.StatusCode.INVALID_ARGUMENT.value[0], b"the request could not be parsed"
-    except Exception:
-        name = METHODS[kind]
-        log.exception("%s failed", name)
-        return grpc.StatusCode.INTERNAL.value[0], f"{name} failed inside the emulator".encode()
+    response, error = _run(METHODS[kind], call, request)
+    if error is not None:
+        return error.code.value[0], error.message.encode()
+    return 0, response.SerializeToString()
 
 
 def _unary(
     name: str, call: Callable[[Any], Any]
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return call(request)
-        except ApiError as error:
+        response, error = _run(name, call, request)
+        if error is not None:
             await context.abort(error.code, error.message)
-        except Exception:
-            # A bug must not take the server down; the caller sees INTERNAL.
-            log.exception("%s failed", name)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{name} failed inside the emulator")
+        return response
 
     return handle
 

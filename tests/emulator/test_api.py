@@ -338,3 +338,18 @@ def test_task_limits_accepted(harness: Harness) -> None:
     )
     assert created.name == name
     assert created.dispatch_deadline.total_seconds() == 600  # the default
+
+
+def test_a_bug_answers_internal_and_serving_goes_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception in the engine is the call's INTERNAL status, not a crash."""
+    assert harness.runner.emulator is not None
+
+    def broken(name: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(harness.runner.emulator.engine, "get_queue", broken)
+    with pytest.raises(exceptions.InternalServerError, match="GetQueue failed inside the emulator"):
+        harness.client.get_queue(name=Q)
+    assert list(harness.client.list_queues(parent=PARENT)) == []
