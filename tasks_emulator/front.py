@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from .link import FAILED, METHODS, READY, Link
+from .link import FAILED, METHODS, READY, SERVICE, Link
 from .loop import run
 
-SERVICE = "google.cloud.tasks.v2.CloudTasks"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -66,6 +65,23 @@ class Front:
         return handle
 
 
+async def start_grpc_server(
+    host: str, port: int, handler: grpc.GenericRpcHandler
+) -> tuple[grpc.aio.Server, int]:
+    """A started gRPC server with ``handler`` on ``host:port`` (0: a free port), and the
+    port it listens on; OSError when it cannot listen there."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # newer grpc raises where older returned 0
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port} (gRPC)")
+    await server.start()
+    return server, bound
+
+
 async def serve(host: str, port: int, link_fd: int) -> int:
     loop = asyncio.get_running_loop()
     front = Front()
@@ -73,25 +89,21 @@ async def serve(host: str, port: int, link_fd: int) -> int:
         lambda: Link(front.on_frame, front.on_close), sock=socket.socket(fileno=link_fd)
     )
     front.link = link
-    for sig in (signal.SIGTERM,):
-        loop.add_signal_handler(sig, front.stopped.set)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    loop.add_signal_handler(signal.SIGTERM, front.stopped.set)
     # Bytes in, bytes out: the engine parses and serializes.
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(front.handler(index))
         for index, name in enumerate(METHODS)
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:  # newer grpc raises where older returned 0
-        bound = 0
-    if bound == 0:
-        link.send(0, FAILED, f"cannot listen on {host}:{port} (gRPC)".encode())
+        server, bound = await start_grpc_server(
+            host, port, grpc.method_handlers_generic_handler(SERVICE, handlers)
+        )
+    except OSError as error:
+        link.send(0, FAILED, str(error).encode())
         await asyncio.sleep(0.1)  # let the frame go out
         link.close()
         return 1
-    await server.start()
     link.send(0, READY, str(bound).encode())
     await front.stopped.wait()
     await server.stop(grace=0.5)

@@ -17,6 +17,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
+SERVICE = "google.cloud.tasks.v2.CloudTasks"
 # The CloudTasks methods the emulator implements, in a fixed order (the frame's kind).
 METHODS = (
     "CreateQueue", "GetQueue", "ListQueues", "UpdateQueue", "DeleteQueue", "PurgeQueue",

@@ -22,6 +22,7 @@ from google.protobuf import field_mask_pb2, json_format
 from .clock import Clock, RealClock, VirtualClock
 from .dispatch import HttpClient
 from .engine import Engine
+from .front import start_grpc_server
 from .link import FAILED, READY, Link
 from .loop import new_event_loop
 from .oidc import TokenSigner, keys_app
@@ -113,17 +114,9 @@ class Emulator:
         self.keys_port = runner.addresses[0][1]
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers((generic_handler(self.engine),))
-        try:
-            bound = server.add_insecure_port(f"{self.host}:{self.port}")
-        except RuntimeError:  # newer grpc raises where older returned 0
-            bound = 0
-        if bound == 0:
-            raise OSError(f"cannot listen on {self.host}:{self.port} (gRPC)")
-        self.port = bound
-        await server.start()
-        self._grpc = server
+        self._grpc, self.port = await start_grpc_server(
+            self.host, self.port, generic_handler(self.engine)
+        )
 
     async def _start_front(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,12 +16,10 @@ from google.protobuf.message import DecodeError
 
 from .engine import Engine
 from .errors import ApiError
-from .link import METHODS
+from .link import METHODS, SERVICE
 from .validation import QueuePb, TaskPb
 
 log = logging.getLogger("tasks_emulator")
-
-SERVICE = "google.cloud.tasks.v2.CloudTasks"
 
 
 def _methods(engine: Engine) -> dict[str, tuple[Any, Any, Callable[[Any], Any]]]:

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tasks_emulator import RealClock
+from tasks_emulator import EmulatorThread, RealClock
 from tasks_emulator.dispatch import HttpClient
 from tasks_emulator.engine import Engine
 from tasks_emulator.link import METHODS, Link
@@ -176,3 +176,17 @@ def test_port_in_use_is_a_clear_error() -> None:
     assert process.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (gRPC)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("front_process", [False, True], ids=["in-process", "front-process"])
+def test_port_in_use_fails_the_start(front_process: bool) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runner = EmulatorThread(port=port, keys_port=0, front_process=front_process)
+        try:
+            with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port} \\(gRPC\\)"):
+                runner.start()
+        finally:
+            runner.stop()
