@@ -73,12 +73,6 @@ def rpc_code(status: int) -> int:
     return 2  # UNKNOWN (1xx, 3xx)
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
-
-
 def _set_time(stamp: Timestamp, seconds: float) -> None:
     stamp.FromNanoseconds(round(seconds * 1e9))
 
@@ -320,7 +314,7 @@ class Engine:
         for task in list(record.tasks.values()):
             self._forget(task, now)
         record.ready.clear()
-        record.pb.purge_time.CopyFrom(_timestamp(now))
+        _set_time(record.pb.purge_time, now)
         return self._queue_out(record)
 
     def pause_queue(self, name: str) -> Any:

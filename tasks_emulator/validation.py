@@ -229,7 +229,7 @@ def normalize_task(task: Any, now: float) -> float:
             raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
     else:
         deadline = DEFAULT_DEADLINE
-        task.dispatch_deadline.FromNanoseconds(round(deadline * 1e9))
+        task.dispatch_deadline.CopyFrom(to_duration(deadline))
     if task.HasField("schedule_time"):
         when = task.schedule_time.ToNanoseconds() / 1e9
         if when > now + MAX_SCHEDULE_AHEAD:
