@@ -51,4 +51,4 @@ bench: sync ## Run the benchmarks (prints figures)
 	$(RUN) python -m bench
 
 emulator: sync ## Run the Cloud Tasks emulator alone, with the stack's queue
-	$(RUN) python -m tasks_emulator --stack-config Pulumi.$(STACK).yaml
+	@$(RUN) python -m local_stack --stack Pulumi.$(STACK).yaml --skip worker --skip task-app

@@ -127,16 +127,13 @@ images = {
 }
 
 # ---- queue -----------------------------------------------------------------------------
-queue_config = settings.queue_config()
 queue = TaskQueue(
     settings.queue_name,
     TaskQueueArgs(
         project=project,
         location=region,
         queue_name=settings.queue_name,
-        rate_limits=queue_config["rate_limits"],
-        retry_config=queue_config["retry_config"],
-        logging_sampling_ratio=settings.logging_sampling_ratio,
+        spec=settings.queue_spec(),
         enqueuers={"task-app": task_app_identity.member},
         deletion_protection=settings.deletion_protection,
         requires=apis.require(TASKS_API),

@@ -1,9 +1,9 @@
 """The settings of one stack (environment), typed and validated in one place.
 
-Both the Pulumi program (``__main__.py``) and the tools that run the system without a
-cloud (the local runner, the Cloud Tasks emulator's ``--stack-config``) read a stack's
-settings through this module, so the queue that runs locally has exactly the retry and
-rate configuration that ``pulumi up`` declares.
+Both the Pulumi program (``__main__.py``) and the tool that runs the system without a
+cloud (the local runner, which hands the emulator its queue) read a stack's settings
+through this module, so the queue that runs locally has exactly the retry and rate
+configuration that ``pulumi up`` declares.
 
 Defaults live in ``Pulumi.yaml``'s ``config:`` schema, as the Pulumi CLI applies them;
 ``Pulumi.<stack>.yaml`` holds what differs per environment. This module merges the two the
@@ -31,17 +31,20 @@ from pydantic import (
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
+from service_common import contract
+from service_common.queue_spec import (
+    MAX_CONCURRENT_DISPATCHES,
+    MAX_DISPATCHES_PER_SECOND,
+    QueueSpec,
+    RateLimits,
+    RetryConfig,
+)
 
 PROJECT = "cloud-run-tasks"
 """The Pulumi project name: the namespace of this project's config keys."""
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
-# Cloud Tasks' documented limits (see the README's settings table).
-MAX_DISPATCH_RATE = 500.0
-MAX_CONCURRENCY = 5000
-MIN_DISPATCH_DEADLINE = 15.0
-MAX_DISPATCH_DEADLINE = 30 * 60.0
 # Cloud Run's CPU choices and the least memory each needs.
 CPU_MIN_MEMORY_MIB = {1: 128, 2: 128, 4: 2048, 6: 4096, 8: 4096}
 MAX_MEMORY_MIB = 32 * 1024
@@ -69,8 +72,10 @@ def _parse_rate(value: Any) -> float:
         rate = float(value)
     except (TypeError, ValueError):
         raise ValueError("must be a number such as 100 or 0.5") from None
-    if not math.isfinite(rate) or rate <= 0 or rate > MAX_DISPATCH_RATE:
-        raise ValueError(f"must be greater than 0 and at most {MAX_DISPATCH_RATE:g} per second")
+    if not math.isfinite(rate) or rate <= 0 or rate > MAX_DISPATCHES_PER_SECOND:
+        raise ValueError(
+            f"must be greater than 0 and at most {MAX_DISPATCHES_PER_SECOND:g} per second"
+        )
     return rate
 
 
@@ -87,9 +92,11 @@ def _parse_ratio(value: Any) -> float | None:
 
 
 def _check_deadline(seconds: Decimal) -> Decimal:
-    if not MIN_DISPATCH_DEADLINE <= seconds <= MAX_DISPATCH_DEADLINE:
+    low, high = contract.MIN_DISPATCH_DEADLINE_SECONDS, contract.MAX_DISPATCH_DEADLINE_SECONDS
+    if not low <= seconds <= high:
         raise ValueError(
-            "is also the dispatch deadline, which Cloud Tasks allows from 15s to 1800s (30 min)"
+            f"is also the dispatch deadline, which Cloud Tasks allows from {low}s to {high}s "
+            "(30 min)"
         )
     return seconds
 
@@ -155,12 +162,6 @@ ServiceName = Annotated[
 ImageRef = Annotated[str, AfterValidator(_check_image)]
 
 
-def format_duration(seconds: Decimal) -> str:
-    """Seconds -> the duration string Cloud Tasks and pulumi-gcp expect ('0.1s', '15s')."""
-    text = format(seconds.normalize(), "f")
-    return f"{text}s"
-
-
 class StackSettings(BaseModel):
     """Every setting of one stack. Field names are snake_case; config keys are camelCase."""
 
@@ -189,7 +190,7 @@ class StackSettings(BaseModel):
     worker_name: ServiceName
     max_dispatches_per_second: Rate
     max_concurrent_dispatches: Annotated[
-        int, _whole_range(1, MAX_CONCURRENCY, " (Cloud Tasks' limit)")
+        int, _whole_range(1, MAX_CONCURRENT_DISPATCHES, " (Cloud Tasks' limit)")
     ]
     max_attempts: Annotated[int, _whole_range(-1, note=" (-1 = unlimited)")]
     min_backoff: Duration
@@ -218,22 +219,22 @@ class StackSettings(BaseModel):
     def queue_id(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.queue_name}"
 
-    def queue_config(self) -> dict[str, Any]:
-        """The queue's rate and retry configuration, in the Cloud Tasks API's own shape
-        (snake_case fields, durations as strings), for any client that creates the queue."""
-        return {
-            "rate_limits": {
-                "max_dispatches_per_second": self.max_dispatches_per_second,
-                "max_concurrent_dispatches": self.max_concurrent_dispatches,
-            },
-            "retry_config": {
-                "max_attempts": self.max_attempts,
-                "min_backoff": format_duration(self.min_backoff),
-                "max_backoff": format_duration(self.max_backoff),
-                "max_doublings": self.max_doublings,
-                "max_retry_duration": format_duration(self.max_retry_duration),
-            },
-        }
+    def queue_spec(self) -> QueueSpec:
+        """The queue's rate limits, retry configuration and logging, as one typed value."""
+        return QueueSpec(
+            rate_limits=RateLimits(
+                max_dispatches_per_second=self.max_dispatches_per_second,
+                max_concurrent_dispatches=self.max_concurrent_dispatches,
+            ),
+            retry_config=RetryConfig(
+                max_attempts=self.max_attempts,
+                min_backoff=self.min_backoff,
+                max_backoff=self.max_backoff,
+                max_doublings=self.max_doublings,
+                max_retry_duration=self.max_retry_duration,
+            ),
+            logging_sampling_ratio=self.logging_sampling_ratio,
+        )
 
 
 class SettingsError(ValueError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 import statistics
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -130,7 +131,9 @@ def _throughput(url: str, deliveries: Deliveries, total: int, label: str) -> Non
 def main() -> None:
     settings = load_stack_file(STACK_FILE)
     ports = _free_ports()
-    plan = build_plan(settings, STACK_FILE, ports)
+    plan = build_plan(
+        settings, STACK_FILE, ports, state_dir=Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    )
     deliveries = Deliveries()
     address = f"127.0.0.1:{ports.emulator}"
     stack = LocalStack(

@@ -43,7 +43,6 @@ from typing import Any
 import grpc
 from google.cloud.tasks_v2.types import cloudtasks, queue, task
 from google.protobuf import empty_pb2
-
 from tasks_emulator.loop import run as run_loop
 
 REPO = Path(__file__).resolve().parents[1]

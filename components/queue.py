@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
-
-RATE_LIMIT_FIELDS = {"max_dispatches_per_second", "max_concurrent_dispatches"}
-RETRY_FIELDS = {"max_attempts", "min_backoff", "max_backoff", "max_doublings", "max_retry_duration"}
+from service_common.queue_spec import QueueSpec, format_duration
 
 
 @dataclass(frozen=True)
@@ -18,13 +15,9 @@ class TaskQueueArgs:
     project: str
     location: str
     queue_name: str
-    rate_limits: Mapping[str, Any]
-    """In the Cloud Tasks API's shape (``max_dispatches_per_second``, ...), as
-    ``StackSettings.queue_config()`` gives it, so the local emulator gets the same queue."""
-    retry_config: Mapping[str, Any]
-    """Durations as strings such as ``"1s"``, as the API takes them."""
-    logging_sampling_ratio: float | None = None
-    """Fraction of attempts Cloud Tasks logs; None leaves queue logging off."""
+    spec: QueueSpec
+    """Rate limits, retry configuration and logging: the stack's one typed form of them,
+    which the local emulator gets too."""
     enqueuers: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """IAM members allowed to create tasks, keyed by a label that names the grant."""
     deletion_protection: bool = False
@@ -40,37 +33,32 @@ class TaskQueue(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: TaskQueueArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        for label, given, allowed in (
-            ("rate_limits", args.rate_limits, RATE_LIMIT_FIELDS),
-            ("retry_config", args.retry_config, RETRY_FIELDS),
-        ):
-            unknown = set(given) - allowed
-            if unknown:
-                # max_burst_size lands here on purpose: the service computes it, and a
-                # value sent would be silently ignored.
-                raise ValueError(
-                    f"TaskQueue {label} fields {sorted(unknown)!r}: not settable "
-                    f"(allowed: {sorted(allowed)})"
-                )
-        if args.logging_sampling_ratio is not None and not 0 <= args.logging_sampling_ratio <= 1:
-            raise ValueError(
-                f"TaskQueue logging_sampling_ratio = {args.logging_sampling_ratio}: "
-                "must be from 0.0 to 1.0"
-            )
+        ratio = args.spec.logging_sampling_ratio
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ValueError(f"TaskQueue logging_sampling_ratio = {ratio}: must be from 0.0 to 1.0")
         super().__init__("cloud-run-tasks:queue:TaskQueue", name, None, opts)
+        rates, retry = args.spec.rate_limits, args.spec.retry_config
         self.queue = gcp.cloudtasks.Queue(
             f"{name}-queue",
             project=args.project,
             location=args.location,
             name=args.queue_name,
-            rate_limits=gcp.cloudtasks.QueueRateLimitsArgs(**args.rate_limits),
-            retry_config=gcp.cloudtasks.QueueRetryConfigArgs(**args.retry_config),
+            # max_burst_size is not set: the service picks it from the rate.
+            rate_limits=gcp.cloudtasks.QueueRateLimitsArgs(
+                max_dispatches_per_second=rates.max_dispatches_per_second,
+                max_concurrent_dispatches=rates.max_concurrent_dispatches,
+            ),
+            retry_config=gcp.cloudtasks.QueueRetryConfigArgs(
+                max_attempts=retry.max_attempts,
+                min_backoff=format_duration(retry.min_backoff),
+                max_backoff=format_duration(retry.max_backoff),
+                max_doublings=retry.max_doublings,
+                max_retry_duration=format_duration(retry.max_retry_duration),
+            ),
             stackdriver_logging_config=(
                 None
-                if args.logging_sampling_ratio is None
-                else gcp.cloudtasks.QueueStackdriverLoggingConfigArgs(
-                    sampling_ratio=args.logging_sampling_ratio
-                )
+                if ratio is None
+                else gcp.cloudtasks.QueueStackdriverLoggingConfigArgs(sampling_ratio=ratio)
             ),
             # A deleted queue's name stays unusable for about 7 days: in a protected
             # environment an accidental delete must fail instead.

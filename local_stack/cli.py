@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
 
     plan = build_plan(settings, stack_file, args.ports, args.host)
     for name in args.skip:
+        plan[name].write_files()
         say(STACK, f"{name:<8} skipped; to run it yourself: {run_yourself(plan.pop(name))}")
 
     emulator_address = f"{args.host}:{args.ports.emulator}"

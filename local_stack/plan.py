@@ -8,7 +8,9 @@ interface, and the task-app talks to the emulator instead of Google's endpoint.
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from stack_settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_DIR / "app"
+# Files the runner writes for the parts (the emulator's queue configuration), one folder
+# per stack; git ignores it.
+STATE_ROOT = PROJECT_DIR / ".local"
 
 # A fixed, obviously-local value: on Cloud Run the stack takes the key from Secret Manager.
 DEV_SECRET_KEY = "local-dev-only-secret-key-never-used-on-cloud-run"  # noqa: S105
@@ -59,6 +64,13 @@ class Part:
     cwd: Path = PROJECT_DIR
     needs: tuple[str, ...] = field(default=())
     """Parts that must be ready before this one starts."""
+    files: Mapping[Path, str] = field(default_factory=dict)
+    """Files to write before the part starts (path -> content)."""
+
+    def write_files(self) -> None:
+        for path, content in self.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
 
 
 def task_app_service_account(settings: StackSettings) -> str:
@@ -79,14 +91,29 @@ def _gunicorn(service: str) -> tuple[str, ...]:
     )
 
 
+def state_dir_for(stack_file: Path) -> Path:
+    """Where the runner keeps the files of one stack: ``.local/<stack>``."""
+    return STATE_ROOT / stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+
+
+def emulator_config(settings: StackSettings) -> str:
+    """The emulator's start-up configuration: the stack's queue, as the REST API writes it."""
+    queue = settings.queue_spec().to_api(settings.queue_id)
+    return json.dumps({"queues": [queue]}, indent=2) + "\n"
+
+
 def build_plan(
     settings: StackSettings,
     stack_file: Path,
     ports: Ports | None = None,
     host: str = "127.0.0.1",
+    state_dir: Path | None = None,
 ) -> dict[str, Part]:
-    """The three parts, keyed by name, in start order (emulator first)."""
+    """The three parts, keyed by name, in start order (emulator first). The runner's files
+    go to ``state_dir`` (default: ``.local/<stack>`` in the project)."""
     ports = ports or Ports()
+    state_dir = state_dir or state_dir_for(stack_file)
+    config_file = state_dir / "emulator-config.json"
     base = f"http://{host}:"
     worker_url = f"{base}{ports.worker}"
     keys_url = f"{base}{ports.keys}"
@@ -106,10 +133,11 @@ def build_plan(
             str(ports.emulator),
             "--keys-port",
             str(ports.keys),
-            "--stack-config",
-            str(stack_file),
+            "--config",
+            str(config_file),
         ),
         env={},
+        files={config_file: emulator_config(settings)},
         health_url=f"{keys_url}/.well-known/openid-configuration",
         url=f"gRPC {emulator_address}, keys {keys_url}",
     )

@@ -140,6 +140,7 @@ class LocalStack:
             pending = [name for name in pending if name not in batch]
 
     def _spawn(self, part: Part) -> None:
+        part.write_files()
         env = {**os.environ, **part.env, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
             part.argv,

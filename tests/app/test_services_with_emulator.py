@@ -14,9 +14,8 @@ import pytest
 from flask import Flask
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from werkzeug.serving import BaseWSGIServer, make_server
-
 from tasks_emulator import EmulatorThread
+from werkzeug.serving import BaseWSGIServer, make_server
 
 LOCATION = "projects/emulated-project/locations/europe-west1"
 CALLER = "task-app@emulated-project.iam.gserviceaccount.com"

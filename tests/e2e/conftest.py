@@ -12,12 +12,12 @@ from tests.e2e.harness import STACK_FILE, StackLog, System, free_ports, start_sy
 
 
 @pytest.fixture(scope="session")
-def system() -> Iterator[System]:
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """The whole local system with Pulumi.dev.yaml's queue, shared by the end-to-end tests
     (each test uses its own task ids, and waits until its tasks are done)."""
     settings = load_stack_file(STACK_FILE)
     ports = free_ports()
-    plan = build_plan(settings, STACK_FILE, ports)
+    plan = build_plan(settings, STACK_FILE, ports, state_dir=tmp_path_factory.mktemp("state"))
     log = StackLog()
     stack = start_system(plan, log, ports)
     try:

@@ -311,12 +311,12 @@ def emulator_attempt_time(line: str, task_prefix: str) -> float | None:
     return stamp.timestamp()
 
 
-def test_tasks_wait_for_a_worker_that_is_down_and_none_is_lost() -> None:
+def test_tasks_wait_for_a_worker_that_is_down_and_none_is_lost(tmp_path: Path) -> None:
     """The worker is down when tasks are scheduled (the emulator's attempts are refused);
     once it is back, every task arrives by the queue's retries, each exactly once."""
     settings = load_stack_file(STACK_FILE)
     ports = free_ports()
-    plan = build_plan(settings, Path(STACK_FILE), ports)
+    plan = build_plan(settings, Path(STACK_FILE), ports, state_dir=tmp_path)
     log = StackLog()
     without_worker = {name: plan[name] for name in (EMULATOR, TASK_APP)}
     stack = start_system(without_worker, log, ports)

@@ -5,6 +5,7 @@ port in use or a bad value stops the runner with a message that says what to do.
 from __future__ import annotations
 
 import io
+import json
 import socket
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     expected caller on the other, one dispatch deadline, the emulator's keys for checking."""
     settings = load_stack_file(stack_file)
     ports = Ports(task_app=18080, worker=18081, emulator=18123, keys=18124)
-    plan = build_plan(settings, stack_file, ports)
+    plan = build_plan(settings, stack_file, ports, state_dir=Path("/state"))
     assert list(plan) == [EMULATOR, WORKER, TASK_APP]
     app, worker, emulator = plan[TASK_APP].env, plan[WORKER].env, plan[EMULATOR]
 
@@ -38,7 +39,12 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     assert worker["OIDC_CERTS_URL"] == "http://127.0.0.1:18124/oauth2/v1/certs"
     assert (app["PORT"], worker["PORT"]) == ("18080", "18081")
     argv = emulator.argv
-    assert argv[argv.index("--stack-config") + 1] == str(stack_file)
+    config_file = Path(argv[argv.index("--config") + 1])
+    assert config_file == Path("/state/emulator-config.json")
+    (queue,) = json.loads(emulator.files[config_file])["queues"]
+    assert queue["name"] == settings.queue_id
+    assert queue["rateLimits"]["maxDispatchesPerSecond"] == settings.max_dispatches_per_second
+    assert queue["retryConfig"]["maxAttempts"] == settings.max_attempts
     assert argv[argv.index("--port") + 1] == "18123"
     assert argv[argv.index("--keys-port") + 1] == "18124"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"

@@ -18,7 +18,6 @@ import grpc
 import pytest
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-
 from tasks_emulator import EmulatorThread, VirtualClock
 
 PARENT = "projects/test-project/locations/us-central1"

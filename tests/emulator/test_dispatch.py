@@ -13,7 +13,6 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
-
 from tasks_emulator.retry import RetryPolicy
 
 from .conftest import START, Harness, Target

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from tasks_emulator import EmulatorThread, RealClock
 from tasks_emulator.dispatch import HttpClient
 from tasks_emulator.engine import Engine

@@ -1,5 +1,5 @@
 """OIDC tokens verified with google-auth against the served keys; the token bucket and
-the concurrency limit; the command line (ready line, stack queue, clean stop)."""
+the concurrency limit; the command line (ready line, configured queues, clean stop)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import signal
 import threading
 import time
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import google.auth.transport.requests
 import pytest
 from google.auth import exceptions as auth_exceptions
+from google.cloud import tasks_v2
 from google.oauth2 import id_token
-
 from tasks_emulator.oidc import ISSUER
 
 from .conftest import PARENT, START, Harness, Target, client_for, start_cli, wait_for
@@ -161,23 +163,34 @@ def test_hung_worker_does_not_block_its_queue(real_harness: Harness, make_target
     wait_for(lambda: len(fine.received) == 1, timeout=2)
 
 
+DEV_QUEUE: dict[str, Any] = {
+    "name": f"{PARENT}/queues/jobs",
+    "rateLimits": {"maxDispatchesPerSecond": 100, "maxConcurrentDispatches": 100},
+    "retryConfig": {"maxAttempts": 10, "minBackoff": "1s", "maxBackoff": "15s", "maxDoublings": 3},
+}
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_cli_stack_queue_and_clean_stop(stop_signal: signal.Signals) -> None:
-    """`python -m tasks_emulator --stack-config Pulumi.dev.yaml` prints one ready line,
-    serves the stack's queue with its settings, and exits 0 on SIGTERM or Ctrl-C."""
-    process, ready = start_cli("--stack-config", "Pulumi.dev.yaml", "--log-level", "warning")
+def test_cli_config_queue_and_clean_stop(stop_signal: signal.Signals, tmp_path: Path) -> None:
+    """`tasks-emulator --config FILE` prints one ready line, serves the file's queues with
+    their settings (a PAUSED one paused), and exits 0 on SIGTERM or Ctrl-C."""
+    paused = {"name": f"{PARENT}/queues/held", "state": "PAUSED"}
+    config = tmp_path / "emulator.json"
+    config.write_text(json.dumps({"queues": [DEV_QUEUE, paused]}))
+    process, ready = start_cli("--config", str(config), "--log-level", "warning")
     try:
         assert ready.startswith("tasks_emulator ready: gRPC 127.0.0.1:"), ready
         address = ready.split("gRPC ", 1)[1].split(",", 1)[0]
         client = client_for(address)
-        queue = client.get_queue(
-            name="projects/cloud-run-tasks-dev/locations/us-central1/queues/jobs"
-        )
+        queue = client.get_queue(name=DEV_QUEUE["name"])
+        held = client.get_queue(name=paused["name"])
         client.transport.close()
         assert queue.rate_limits.max_dispatches_per_second == 100
         assert queue.retry_config.max_attempts == 10
         assert queue.retry_config.max_backoff.total_seconds() == 15
         assert queue.retry_config.max_doublings == 3
+        assert queue.state == tasks_v2.Queue.State.RUNNING
+        assert held.state == tasks_v2.Queue.State.PAUSED
     finally:
         process.send_signal(stop_signal)
         out, err = process.communicate(timeout=10)
@@ -185,12 +198,37 @@ def test_cli_stack_queue_and_clean_stop(stop_signal: signal.Signals) -> None:
     assert "stopped" in out
 
 
-def test_cli_rejects_a_bad_stack_file() -> None:
-    """A missing stack file is a clear error and exit code 2, not a traceback."""
-    process, _ = start_cli("--stack-config", "Pulumi.nope.yaml")
-    _, err = process.communicate(timeout=10)
-    assert process.returncode == 2
-    assert "Pulumi.nope.yaml" in err
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read the configuration file"),
+        ("{not json", "not valid JSON"),
+        ('{"queue": []}', "unknown key 'queue'"),
+        ('{"queues": [{"name": ""}]}', "queues[0].name must be"),
+        ('{"queues": [{"name": "q", "state": "DISABLED"}]}', "must be RUNNING or PAUSED"),
+        (
+            '{"queues": [{"name": "projects/p/locations/l/queues/q", "rateLimits": '
+            '{"maxDispatchesPerSecond": 800}}]}',
+            "must be less than or equal to 500",
+        ),
+        (
+            '{"queues": [{"name": "projects/p/locations/l/queues/q", "retryConfig": '
+            '{"maxAttemps": 3}}]}',
+            "maxAttemps",
+        ),
+    ],
+)
+def test_cli_rejects_a_bad_config_file(tmp_path: Path, content: str | None, expected: str) -> None:
+    """A config file that cannot be applied stops the start with exit code 2 and a message
+    naming the file and the problem, never a traceback."""
+    config = tmp_path / "emulator.json"
+    if content is not None:
+        config.write_text(content)
+    process, _ = start_cli("--config", str(config))
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 2, err
+    assert str(config) in err
+    assert expected in err
     assert "Traceback" not in err
 
 

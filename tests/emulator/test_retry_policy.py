@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tasks_emulator.retry import RetryPolicy
 
 

@@ -7,6 +7,7 @@ import dataclasses
 
 import pulumi
 import pytest
+from service_common.queue_spec import QueueSpec
 
 from components import (
     CloudRunService,
@@ -28,8 +29,6 @@ from components import (
 SERVICE = CloudRunServiceArgs(
     project="p", location="us-central1", service_name="svc", image="i@sha256:0", service_account="a"
 )
-RETRY = {"max_attempts": 10, "min_backoff": "1s", "max_backoff": "15s", "max_doublings": 3}
-RATE = {"max_dispatches_per_second": 1.0, "max_concurrent_dispatches": 1}
 
 
 @pytest.mark.parametrize(
@@ -57,11 +56,10 @@ RATE = {"max_dispatches_per_second": 1.0, "max_concurrent_dispatches": 1}
                     project="p",
                     location="l",
                     queue_name="q",
-                    rate_limits={**RATE, "max_burst_size": 10},
-                    retry_config=RETRY,
+                    spec=QueueSpec(logging_sampling_ratio=1.5),
                 ),
             ),
-            "rate_limits fields ['max_burst_size']: not settable",
+            "logging_sampling_ratio = 1.5: must be from 0.0 to 1.0",
         ),
         (
             lambda: ServiceImage(
@@ -110,7 +108,7 @@ RATE = {"max_dispatches_per_second": 1.0, "max_concurrent_dispatches": 1}
         "service-cpu",
         "service-public-invoker",
         "service-instances",
-        "queue-burst",
+        "queue-logging-ratio",
         "image-by-tag",
         "image-no-login",
         "apis-name",

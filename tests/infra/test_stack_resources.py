@@ -4,9 +4,10 @@ committed Pulumi.<stack>.yaml, asserted on the inputs the program really registe
 from __future__ import annotations
 
 import pytest
+from service_common.queue_spec import format_duration
 
 from stack_review import StackRun
-from stack_settings import StackSettings, format_duration
+from stack_settings import StackSettings
 from tests.infra.helpers import (
     ACCOUNT,
     API,

@@ -32,6 +32,7 @@ from .validation import QueuePb
 T = TypeVar("T")
 
 
+# The directory holding this package, for the front process when it is not installed.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 FRONT_START_SECONDS = 60.0
 
@@ -182,15 +183,21 @@ class Emulator:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def ensure_queue(self, name: str, config: dict[str, Any]) -> Any:
-        """Creates queue ``name`` with ``config`` (Cloud Tasks API shape, e.g. a stack's
-        ``queue_config()``), or updates it to that config if it exists."""
-        queue = QueuePb()
-        json_format.ParseDict(config, queue)
-        queue.name = name
-        if name in self.engine.queues:
-            return self.engine.update_queue(queue, field_mask_pb2.FieldMask())
-        return self.engine.create_queue(name.rsplit("/queues/", 1)[0], queue)
+    def ensure_queue(self, queue: dict[str, Any]) -> Any:
+        """Creates ``queue`` (a Queue in the REST API's JSON shape, such as
+        ``{"name": ..., "rateLimits": {...}, "retryConfig": {...}}``), or updates the
+        existing queue of that name to its settings. ``"state": "PAUSED"`` pauses it."""
+        fields = dict(queue)
+        state = fields.pop("state", "RUNNING")
+        pb = QueuePb()
+        json_format.ParseDict(fields, pb)
+        if pb.name in self.engine.queues:
+            self.engine.update_queue(pb, field_mask_pb2.FieldMask())
+        else:
+            self.engine.create_queue(pb.name.rsplit("/queues/", 1)[0], pb)
+        if state == "PAUSED":
+            return self.engine.pause_queue(pb.name)
+        return self.engine.resume_queue(pb.name)
 
 
 class EmulatorThread:

@@ -1,6 +1,6 @@
-"""Command line: ``python -m tasks_emulator [--host H] [--port P] [--keys-port K]
-[--stack-config Pulumi.dev.yaml]``. Prints one ready line, stops cleanly on SIGTERM or
-Ctrl-C."""
+"""Command line: ``tasks-emulator [--host H] [--port P] [--keys-port K] [--queue NAME]
+[--config FILE]`` (or ``python -m tasks_emulator``). Prints one ready line, stops cleanly on
+SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ import os
 import signal
 import sys
 
-from stack_settings import SettingsError, load_stack_file
-
+from .config import ConfigError, StartConfig, load_config
 from .loop import run
 from .server import Emulator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tasks_emulator",
+        prog="tasks-emulator",
         description="A local Cloud Tasks (google.cloud.tasks.v2 gRPC API) for development.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -28,8 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keys-port", type=int, default=8124, help="port of the OIDC keys (0: any free port)"
     )
     parser.add_argument(
-        "--stack-config",
-        help="a Pulumi.<stack>.yaml whose queue to create with its retry and rate settings",
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create queue projects/P/locations/L/queues/Q with the API's defaults (repeatable)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help='queues to create (or update) at start, as JSON: {"queues": [Queue, ...]}, '
+        "each Queue as the REST API writes it (name, rateLimits, retryConfig, state)",
     )
     parser.add_argument(
         "--task-name-reuse-seconds",
@@ -57,15 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    queue_note = ""
-    queue_id = queue_config = None
-    if args.stack_config:
-        try:
-            settings = load_stack_file(args.stack_config)
-        except (OSError, SettingsError) as error:
-            print(f"tasks_emulator: {error}", file=sys.stderr)
-            return 2
-        queue_id, queue_config = settings.queue_id, settings.queue_config()
+    try:
+        start = load_config(args.config) if args.config else StartConfig()
+        start = start.with_queues(args.queue)
+    except ConfigError as error:
+        print(f"tasks_emulator: {error}", file=sys.stderr)
+        return 2
     emulator = Emulator(
         args.host,
         args.port,
@@ -80,9 +85,13 @@ async def serve(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"tasks_emulator: {error}", file=sys.stderr)
         return 1
-    if queue_id and queue_config:
-        emulator.ensure_queue(queue_id, queue_config)
-        queue_note = f", queue {queue_id}"
+    try:
+        names = start.apply(emulator)
+    except ConfigError as error:
+        print(f"tasks_emulator: {error}", file=sys.stderr)
+        await emulator.stop()
+        return 2
+    queue_note = "".join(f", queue {name}" for name in names)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,107 @@
+"""What the emulator sets up when it starts: the queues given on the command line
+(``--queue NAME``) and in a JSON file (``--config FILE``).
+
+The file holds ``{"queues": [Queue, ...]}``, each Queue exactly as the Cloud Tasks REST API
+writes one (what ``gcloud tasks queues describe --format=json`` prints): ``name``,
+``rateLimits``, ``retryConfig``, ``stackdriverLoggingConfig``, and ``state`` (``PAUSED``
+creates the queue paused). A queue that exists already is updated to the given settings,
+as a deploy would. Every problem is reported with the file, the queue and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import Emulator
+
+KNOWN_KEYS = frozenset({"queues"})
+STATES = frozenset({"RUNNING", "PAUSED"})
+
+
+class ConfigError(ValueError):
+    """A start-up configuration the emulator cannot apply; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """Queues to create or update at start, each in the REST API's JSON shape."""
+
+    queues: tuple[dict[str, Any], ...] = ()
+    source: str = "the command line"
+
+    def with_queues(self, names: list[str]) -> StartConfig:
+        """This configuration plus queues created with the API's defaults."""
+        given = {str(queue.get("name")) for queue in self.queues}
+        extra = tuple({"name": name} for name in names if name not in given)
+        return StartConfig(self.queues + extra, self.source)
+
+    def apply(self, emulator: Emulator) -> list[str]:
+        """Creates or updates every queue; returns their names."""
+        # Imported here: the API's error type pulls in grpc, which a caller that only
+        # reads a file does not need.
+        from google.protobuf.json_format import ParseError  # noqa: PLC0415
+
+        from .errors import ApiError  # noqa: PLC0415
+
+        names = []
+        for queue in self.queues:
+            name = str(queue.get("name", ""))
+            try:
+                emulator.ensure_queue(queue)
+            except (ApiError, ParseError, ValueError) as error:
+                raise ConfigError(f"{self.source}: queue {name or '(no name)'}: {error}") from None
+            names.append(name)
+        return names
+
+
+@dataclass
+class _Problems:
+    source: str
+    found: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+
+
+def parse_config(text: str, source: str) -> StartConfig:
+    """The start-up configuration in ``text`` (JSON), or ConfigError listing every problem."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ConfigError(f"{source}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{source}: must be a JSON object such as {{"queues": [...]}}')
+    problems = _Problems(source)
+    for key in sorted(set(data) - KNOWN_KEYS):
+        problems.add(f"unknown key {key!r} (known: {', '.join(sorted(KNOWN_KEYS))})")
+    queues = data.get("queues", [])
+    if not isinstance(queues, list):
+        problems.add(f"queues must be a list of Queue objects, got {type(queues).__name__}")
+        queues = []
+    for index, queue in enumerate(queues):
+        where = f"queues[{index}]"
+        if not isinstance(queue, dict):
+            problems.add(f"{where} must be a Queue object, got {type(queue).__name__}")
+            continue
+        if not isinstance(queue.get("name"), str) or not queue["name"]:
+            problems.add(f"{where}.name must be projects/P/locations/L/queues/Q")
+        state = queue.get("state", "RUNNING")
+        if state not in STATES:
+            problems.add(f"{where}.state = {state!r}: must be RUNNING or PAUSED")
+    if problems.found:
+        listed = "\n".join(f"  - {problem}" for problem in problems.found)
+        raise ConfigError(f"{source}: {len(problems.found)} problem(s):\n{listed}")
+    return StartConfig(tuple(queues), source)
+
+
+def load_config(path: str | Path) -> StartConfig:
+    """The start-up configuration in the JSON file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the configuration file {path}: {error}") from None
+    return parse_config(text, str(path))
