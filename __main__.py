@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_gcp as gcp
+from service_common import contract
 
 from components import (
     CloudRunService,
@@ -45,7 +46,7 @@ DOCKERFILES = {"task-app": "app/task_app/Dockerfile", "worker": "app/worker/Dock
 # Requests an instance serves at once: the services' gunicorn threads, and what Cloud Run
 # may send one instance (its default of 80 would queue requests behind busy threads, and a
 # queued task can run into its dispatch deadline).
-REQUEST_THREADS = 8
+REQUEST_THREADS = contract.DEFAULT_REQUEST_THREADS
 
 
 def read_settings() -> StackSettings:
@@ -152,9 +153,9 @@ worker = CloudRunService(
         service_account=worker_identity.email,
         env={
             # The worker verifies that each task's token was minted for this account.
-            "OIDC_CALLER_EMAIL": task_app_identity.email,
-            "DISPATCH_DEADLINE_SECONDS": deadline,
-            "GUNICORN_THREADS": str(REQUEST_THREADS),
+            contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
+            contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
         },
         concurrency=REQUEST_THREADS,
         cpu=settings.worker_cpu,
@@ -191,15 +192,17 @@ task_app = CloudRunService(
         image=images["task-app"].ref,
         service_account=task_app_identity.email,
         env={
-            "QUEUE": queue.queue_id,
-            "WORKER_URL": worker.uri,
-            "OIDC_SERVICE_ACCOUNT": task_app_identity.email,
-            "DISPATCH_DEADLINE_SECONDS": deadline,
-            "GUNICORN_THREADS": str(REQUEST_THREADS),
+            contract.QUEUE.name: queue.queue_id,
+            contract.WORKER_URL.name: worker.uri,
+            contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
+            contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
         },
         concurrency=REQUEST_THREADS,
         secret_env={
-            "SECRET_KEY": SecretEnv(secret=session_key.secret_id, version=session_key.version)
+            contract.SECRET_KEY.name: SecretEnv(
+                secret=session_key.secret_id, version=session_key.version
+            )
         },
         max_instances=settings.task_app_max_instances,
         ingress="all",

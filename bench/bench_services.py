@@ -156,7 +156,7 @@ def main() -> None:
         "SECRET_KEY": "bench-only",
         "CLOUD_TASKS_EMULATOR_HOST": address,
     }
-    worker_env = {"OIDC_CALLER_EMAIL": "", "DISPATCH_DEADLINE_SECONDS": "600"}
+    worker_env = {"OIDC_SERVICE_ACCOUNT": "", "DISPATCH_DEADLINE_SECONDS": "600"}
     try:
         print(f"cold start, process start to first 200 from /healthz ({COLD_START_RUNS} runs):")
         for name, package, extra in (

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service_common import contract
+
 from stack_settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -145,12 +147,12 @@ def build_plan(
         name=WORKER,
         argv=_gunicorn("worker"),
         env={
-            "HOST": host,
-            "PORT": str(ports.worker),
-            "OIDC_CALLER_EMAIL": caller,
-            "OIDC_AUDIENCE": worker_url,
-            "OIDC_CERTS_URL": f"{keys_url}/oauth2/v1/certs",
-            "DISPATCH_DEADLINE_SECONDS": deadline,
+            contract.HOST.name: host,
+            contract.PORT.name: str(ports.worker),
+            contract.OIDC_SERVICE_ACCOUNT.name: caller,
+            contract.OIDC_AUDIENCE.name: worker_url,
+            contract.OIDC_CERTS_URL.name: f"{keys_url}/oauth2/v1/certs",
+            contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
         },
         health_url=f"{worker_url}/healthz",
         url=worker_url,
@@ -161,14 +163,14 @@ def build_plan(
         name=TASK_APP,
         argv=_gunicorn("task_app"),
         env={
-            "HOST": host,
-            "PORT": str(ports.task_app),
-            "QUEUE": settings.queue_id,
-            "WORKER_URL": worker_url,
-            "OIDC_SERVICE_ACCOUNT": caller,
-            "DISPATCH_DEADLINE_SECONDS": deadline,
-            "SECRET_KEY": DEV_SECRET_KEY,
-            "CLOUD_TASKS_EMULATOR_HOST": emulator_address,
+            contract.HOST.name: host,
+            contract.PORT.name: str(ports.task_app),
+            contract.QUEUE.name: settings.queue_id,
+            contract.WORKER_URL.name: worker_url,
+            contract.OIDC_SERVICE_ACCOUNT.name: caller,
+            contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
+            contract.SECRET_KEY.name: DEV_SECRET_KEY,
+            contract.CLOUD_TASKS_EMULATOR_HOST.name: emulator_address,
         },
         health_url=f"{base}{ports.task_app}/healthz",
         url=f"{base}{ports.task_app}",

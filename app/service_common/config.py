@@ -1,9 +1,14 @@
-"""Reading settings from environment variables, with errors that name the variable."""
+"""Reading settings from environment variables, with errors that name the variable.
+
+Each reader takes a ``contract.Variable``, so a variable is read under its one name (and
+its earlier names, see ``service_common.contract``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+
+from service_common.contract import Variable
 
 _QUEUE_PATH = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/queues/(?P<queue>[A-Za-z0-9-]+)$"
@@ -14,26 +19,26 @@ class ConfigError(ValueError):
     """A required environment variable is missing or holds a value the service cannot use."""
 
 
-def required(environ: Mapping[str, str], name: str, what: str) -> str:
-    """Return the non-blank value of ``name`` or fail with a message naming it."""
-    value = environ.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"{name} is not set: it must hold {what}")
+def required(environ: Mapping[str, str], variable: Variable, what: str) -> str:
+    """Return the non-blank value of ``variable`` or fail with a message naming it."""
+    value = variable.read(environ)
+    if value is None:
+        raise ConfigError(f"{variable.name} is not set: it must hold {what}")
     return value
 
 
-def optional(environ: Mapping[str, str], name: str) -> str | None:
-    """Return the non-blank value of ``name``, or None when it is unset or blank."""
-    value = environ.get(name, "").strip()
-    return value or None
+def optional(environ: Mapping[str, str], variable: Variable) -> str | None:
+    """Return the non-blank value of ``variable``, or None when it is unset or blank."""
+    return variable.read(environ)
 
 
 def bounded_int(
-    environ: Mapping[str, str], name: str, default: int, minimum: int, maximum: int
+    environ: Mapping[str, str], variable: Variable, default: int, minimum: int, maximum: int
 ) -> int:
     """Read an integer setting within [minimum, maximum]; unset means ``default``."""
-    raw = environ.get(name, "").strip()
-    if not raw:
+    name = variable.name
+    raw = variable.read(environ)
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -49,11 +54,12 @@ def bounded_int(
 
 
 def bounded_float(
-    environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
+    environ: Mapping[str, str], variable: Variable, default: float, minimum: float, maximum: float
 ) -> float:
     """Read a number setting within [minimum, maximum]; unset means ``default``."""
-    raw = environ.get(name, "").strip()
-    if not raw:
+    name = variable.name
+    raw = variable.read(environ)
+    if raw is None:
         return default
     try:
         value = float(raw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from service_common import contract
 from service_common.config import bounded_int
 
 # Under Cloud Run's ~10 s between SIGTERM and SIGKILL, with room for the exit itself.
@@ -20,14 +21,20 @@ GRACEFUL_TIMEOUT_SECONDS = 8
 
 def bind_address() -> str:
     """``HOST:PORT`` from the environment; an empty HOST means every interface (containers)."""
-    port = bounded_int(os.environ, "PORT", default=8080, minimum=1, maximum=65535)
-    host = os.environ.get("HOST", "").strip()
+    port = bounded_int(os.environ, contract.PORT, default=8080, minimum=1, maximum=65535)
+    host = contract.HOST.read(os.environ) or ""
     return f"{host}:{port}"
 
 
 def thread_count() -> int:
     """Request threads per process (GUNICORN_THREADS, default 8)."""
-    return bounded_int(os.environ, "GUNICORN_THREADS", default=8, minimum=1, maximum=64)
+    return bounded_int(
+        os.environ,
+        contract.GUNICORN_THREADS,
+        default=contract.DEFAULT_REQUEST_THREADS,
+        minimum=1,
+        maximum=contract.MAX_REQUEST_THREADS,
+    )
 
 
 def logconfig_dict(service: str, project_id: str | None) -> dict[str, Any]:

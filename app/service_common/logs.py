@@ -14,18 +14,19 @@ from collections.abc import Mapping
 
 from google.cloud.logging_v2.handlers import StructuredLogHandler
 
+from service_common import contract
 from service_common.config import parse_queue_path
 
 
 def project_id_for_traces(environ: Mapping[str, str]) -> str | None:
     """The project that owns the traces: from QUEUE's path, else GOOGLE_CLOUD_PROJECT."""
-    queue = environ.get("QUEUE", "").strip()
+    queue = contract.QUEUE.read(environ)
     if queue:
         try:
-            return parse_queue_path("QUEUE", queue)[0]
+            return parse_queue_path(contract.QUEUE.name, queue)[0]
         except ValueError:
             pass  # settings validation reports a bad QUEUE; logging must still work
-    return environ.get("GOOGLE_CLOUD_PROJECT", "").strip() or None
+    return contract.GOOGLE_CLOUD_PROJECT.read(environ)
 
 
 class _CurrentStdout:

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service_common import contract
 from service_common.config import (
     ConfigError,
     bounded_float,
@@ -19,10 +20,6 @@ from service_common.config import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Cloud Tasks accepts a dispatch deadline between 15 s and 30 min for HTTP targets.
-MIN_DISPATCH_DEADLINE_SECONDS = 15
-MAX_DISPATCH_DEADLINE_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,15 @@ class TaskAppSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskAppSettings:
         """Read and check every setting; a ConfigError names the first bad variable."""
         env = os.environ if environ is None else environ
-        queue = required(env, "QUEUE", "the queue's full id, projects/P/locations/L/queues/Q")
-        project, location, queue_id = parse_queue_path("QUEUE", queue)
-        worker_url = http_url(
-            "WORKER_URL", required(env, "WORKER_URL", "the worker's base URL, e.g. https://...")
+        queue = required(
+            env, contract.QUEUE, "the queue's full id, projects/P/locations/L/queues/Q"
         )
-        secret_key = optional(env, "SECRET_KEY")
+        project, location, queue_id = parse_queue_path(contract.QUEUE.name, queue)
+        worker_url = http_url(
+            contract.WORKER_URL.name,
+            required(env, contract.WORKER_URL, "the worker's base URL, e.g. https://..."),
+        )
+        secret_key = optional(env, contract.SECRET_KEY)
         if secret_key is None:
             # Sessions (flash messages, CSRF) then last only as long as this process.
             logger.warning("SECRET_KEY is not set: using a random key for this process only")
@@ -65,18 +65,18 @@ class TaskAppSettings:
             location=location,
             queue_id=queue_id,
             worker_url=worker_url,
-            oidc_service_account=optional(env, "OIDC_SERVICE_ACCOUNT"),
+            oidc_service_account=optional(env, contract.OIDC_SERVICE_ACCOUNT),
             dispatch_deadline_seconds=bounded_int(
                 env,
-                "DISPATCH_DEADLINE_SECONDS",
-                default=600,
-                minimum=MIN_DISPATCH_DEADLINE_SECONDS,
-                maximum=MAX_DISPATCH_DEADLINE_SECONDS,
+                contract.DISPATCH_DEADLINE_SECONDS,
+                default=contract.DEFAULT_DISPATCH_DEADLINE_SECONDS,
+                minimum=contract.MIN_DISPATCH_DEADLINE_SECONDS,
+                maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
             secret_key=secret_key,
-            emulator_host=optional(env, "CLOUD_TASKS_EMULATOR_HOST"),
+            emulator_host=optional(env, contract.CLOUD_TASKS_EMULATOR_HOST),
             api_timeout_seconds=bounded_float(
-                env, "CLOUD_TASKS_TIMEOUT_SECONDS", default=10.0, minimum=0.1, maximum=60.0
+                env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
         )
 

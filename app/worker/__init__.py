@@ -1,8 +1,8 @@
 """worker: takes the tasks Cloud Tasks delivers, logs them and does their (simulated) work.
 
-``create_app()`` reads OIDC_CALLER_EMAIL, OIDC_AUDIENCE, OIDC_CERTS_URL and
+``create_app()`` reads OIDC_SERVICE_ACCOUNT, OIDC_AUDIENCE, OIDC_CERTS_URL and
 DISPATCH_DEADLINE_SECONDS from the environment; token verification is on when
-OIDC_CALLER_EMAIL is set.
+OIDC_SERVICE_ACCOUNT is set.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             settings.oidc_certs_url,
         )
     else:
-        logger.warning("worker ready: OIDC_CALLER_EMAIL is not set, tokens are not verified")
+        logger.warning("worker ready: OIDC_SERVICE_ACCOUNT is not set, tokens are not verified")
     return app
 
 

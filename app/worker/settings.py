@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service_common import contract
 from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -34,14 +35,18 @@ class WorkerSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """Read and check every setting; a ConfigError names the bad variable."""
         env = os.environ if environ is None else environ
-        audience = optional(env, "OIDC_AUDIENCE")
-        certs_url = optional(env, "OIDC_CERTS_URL") or GOOGLE_CERTS_URL
+        audience = optional(env, contract.OIDC_AUDIENCE)
+        certs_url = optional(env, contract.OIDC_CERTS_URL) or GOOGLE_CERTS_URL
         return cls(
-            oidc_caller_email=optional(env, "OIDC_CALLER_EMAIL"),
-            oidc_audience=http_url("OIDC_AUDIENCE", audience) if audience else None,
-            oidc_certs_url=http_url("OIDC_CERTS_URL", certs_url),
+            oidc_caller_email=optional(env, contract.OIDC_SERVICE_ACCOUNT),
+            oidc_audience=http_url(contract.OIDC_AUDIENCE.name, audience) if audience else None,
+            oidc_certs_url=http_url(contract.OIDC_CERTS_URL.name, certs_url),
             dispatch_deadline_seconds=bounded_int(
-                env, "DISPATCH_DEADLINE_SECONDS", default=600, minimum=15, maximum=1800
+                env,
+                contract.DISPATCH_DEADLINE_SECONDS,
+                default=contract.DEFAULT_DISPATCH_DEADLINE_SECONDS,
+                minimum=contract.MIN_DISPATCH_DEADLINE_SECONDS,
+                maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
         )
 

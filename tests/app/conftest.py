@@ -99,7 +99,7 @@ def oidc_keys() -> Iterator[OidcKeys]:
 
 @pytest.fixture
 def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OIDC_CALLER_EMAIL", "OIDC_AUDIENCE", "OIDC_CERTS_URL"):
+    for name in ("OIDC_SERVICE_ACCOUNT", "OIDC_AUDIENCE", "OIDC_CERTS_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DISPATCH_DEADLINE_SECONDS", "15")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "demo-project")
@@ -120,6 +120,6 @@ def secured_worker_client(
     """The worker verifying tokens against the local key server, audience from the request."""
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_CALLER_EMAIL", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
     monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
     return create_app().test_client()

@@ -73,7 +73,7 @@ def test_task_is_delivered_verified_retried_and_finished(
     from worker import create_app as create_worker
 
     address, certs_url, queue = emulated_queue
-    monkeypatch.setenv("OIDC_CALLER_EMAIL", CALLER)
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", CALLER)
     monkeypatch.setenv("OIDC_CERTS_URL", certs_url)
     monkeypatch.delenv("OIDC_AUDIENCE", raising=False)
     monkeypatch.setenv("DISPATCH_DEADLINE_SECONDS", "15")

@@ -20,7 +20,7 @@ def deliver(client: FlaskClient, token: str | None, **kwargs: object) -> int:
 
 
 def test_verification_is_off_without_caller_email(worker_client: FlaskClient) -> None:
-    """Without OIDC_CALLER_EMAIL the worker trusts its platform (Cloud Run IAM)."""
+    """Without OIDC_SERVICE_ACCOUNT the worker trusts its platform (Cloud Run IAM)."""
     assert deliver(worker_client, None) == 200
 
 
@@ -112,7 +112,7 @@ def test_explicit_audience_setting_wins(
     """OIDC_AUDIENCE pins the audience whatever URL the request came through."""
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_CALLER_EMAIL", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
     monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
     monkeypatch.setenv("OIDC_AUDIENCE", "https://pinned.example/")
     client = create_app().test_client()
@@ -143,7 +143,7 @@ def test_unreachable_certificates_are_503_so_the_task_is_retried(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("OIDC_CALLER_EMAIL", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
     monkeypatch.setenv("OIDC_CERTS_URL", f"http://127.0.0.1:{port}/oauth2/v1/certs")
     client = create_app().test_client()
 

@@ -183,7 +183,7 @@ def test_sigterm_answers_in_flight_task_503_within_cloud_runs_grace() -> None:
         "PORT": str(port),
         "DISPATCH_DEADLINE_SECONDS": "60",
     }
-    env.pop("OIDC_CALLER_EMAIL", None)
+    env.pop("OIDC_SERVICE_ACCOUNT", None)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     process = subprocess.Popen(
         [str(gunicorn), "-c", "python:worker.gunicorn_conf", "worker:create_app()"],

@@ -31,7 +31,7 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     assert app["QUEUE"] == settings.queue_id
     assert app["QUEUE"].startswith(f"projects/{settings.project}/locations/{settings.region}/")
     assert app["WORKER_URL"] == worker["OIDC_AUDIENCE"] == "http://127.0.0.1:18081"
-    assert app["OIDC_SERVICE_ACCOUNT"] == worker["OIDC_CALLER_EMAIL"] == sa
+    assert app["OIDC_SERVICE_ACCOUNT"] == worker["OIDC_SERVICE_ACCOUNT"] == sa
     assert app["DISPATCH_DEADLINE_SECONDS"] == worker["DISPATCH_DEADLINE_SECONDS"]
     assert int(app["DISPATCH_DEADLINE_SECONDS"]) == settings.dispatch_deadline_seconds
     assert app["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:18123"
@@ -125,7 +125,7 @@ def test_a_skipped_part_is_described_so_it_can_be_run_by_hand() -> None:
     settings = load_stack_file("Pulumi.dev.yaml")
     worker = build_plan(settings, Path("Pulumi.dev.yaml"))[WORKER]
     command = run_yourself(worker)
-    assert "OIDC_CALLER_EMAIL=task-app@cloud-run-tasks-dev.iam.gserviceaccount.com" in command
+    assert "OIDC_SERVICE_ACCOUNT=task-app@cloud-run-tasks-dev.iam.gserviceaccount.com" in command
     assert "'worker:create_app()'" in command
     assert "HOST=127.0.0.1 PORT=8081" in command
     assert "python:worker.gunicorn_conf" in command

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_common import gunicorn_defaults
+from service_common import contract, gunicorn_defaults
 from task_app.settings import TaskAppSettings
 from worker.settings import WorkerSettings
 
@@ -56,7 +56,7 @@ def test_task_app_accepts_the_environment_the_stack_gives_it(stack: StackRun) ->
 
 
 def test_worker_accepts_the_environment_the_stack_gives_it(stack: StackRun) -> None:
-    """The worker verifies tokens (on exactly when OIDC_CALLER_EMAIL is set) and expects
+    """The worker verifies tokens (on exactly when OIDC_SERVICE_ACCOUNT is set) and expects
     the task-app's account; its deadline matches its request timeout."""
     settings = WorkerSettings.from_env(service_environment(stack, "worker"))
     assert settings.verify_tokens
@@ -72,3 +72,27 @@ def test_request_threads_reach_gunicorn(stack: StackRun, monkeypatch: pytest.Mon
         monkeypatch.setenv("GUNICORN_THREADS", environment["GUNICORN_THREADS"])
         concurrency = service_named(stack, name).inputs["template"]["maxInstanceRequestConcurrency"]
         assert gunicorn_defaults.thread_count() == concurrency
+
+
+def test_stack_sets_only_names_of_the_contract(stack: StackRun) -> None:
+    """Every variable the stack gives a service is named in service_common.contract under
+    its current name (never an earlier one), so the contract is the one list a reader
+    checks."""
+    current = {variable.name for variable in contract.ALL_VARIABLES}
+    earlier = {alias for variable in contract.ALL_VARIABLES for alias in variable.aliases}
+    for name in ("task-app", "worker"):
+        names = set(env_of(service_named(stack, name)))
+        assert names <= current, names - current
+        assert not names & earlier
+
+
+def test_renamed_variables_are_still_read_under_their_earlier_names() -> None:
+    """Prod runs the image digests dev ran, so an image can meet the environment of an
+    older program: a worker given its caller under the earlier name OIDC_CALLER_EMAIL still
+    verifies tokens for exactly that caller."""
+    assert "OIDC_CALLER_EMAIL" in contract.OIDC_SERVICE_ACCOUNT.aliases
+    settings = WorkerSettings.from_env({"OIDC_CALLER_EMAIL": "old@p.iam.gserviceaccount.com"})
+    assert settings.verify_tokens
+    assert settings.oidc_caller_email == "old@p.iam.gserviceaccount.com"
+    both = {"OIDC_CALLER_EMAIL": "old@p", "OIDC_SERVICE_ACCOUNT": "new@p"}
+    assert WorkerSettings.from_env(both).oidc_caller_email == "new@p"

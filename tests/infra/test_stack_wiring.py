@@ -44,7 +44,8 @@ def test_worker_url_env_is_the_worker_actual_uri(stack: StackRun) -> None:
 
 
 @pytest.mark.parametrize(
-    ("service", "variable"), [("task-app", "OIDC_SERVICE_ACCOUNT"), ("worker", "OIDC_CALLER_EMAIL")]
+    ("service", "variable"),
+    [("task-app", "OIDC_SERVICE_ACCOUNT"), ("worker", "OIDC_SERVICE_ACCOUNT")],
 )
 def test_oidc_email_is_the_task_app_account_email(
     stack: StackRun, service: str, variable: str
@@ -88,7 +89,7 @@ def test_task_app_environment_is_complete(stack: StackRun) -> None:
         "GUNICORN_THREADS",
     }
     assert set(env_of(service_named(stack, "worker"))) == {
-        "OIDC_CALLER_EMAIL",
+        "OIDC_SERVICE_ACCOUNT",
         "DISPATCH_DEADLINE_SECONDS",
         "GUNICORN_THREADS",
     }
