@@ -69,12 +69,27 @@ OIDC_SERVICE_ACCOUNT = Variable(
     "tokens for it, the worker accepts tokens of this account only",
     aliases=("OIDC_CALLER_EMAIL",),
 )
-OIDC_AUDIENCE = Variable("OIDC_AUDIENCE", "the audience the worker expects in each token")
+OIDC_AUDIENCE = Variable(
+    "OIDC_AUDIENCE",
+    "the audience of each task's token: the task-app asks for it, the worker accepts only it",
+)
 OIDC_CERTS_URL = Variable("OIDC_CERTS_URL", "where the worker fetches the tokens' signing keys")
 DISPATCH_DEADLINE_SECONDS = Variable(
     "DISPATCH_DEADLINE_SECONDS",
     f"each task's dispatch deadline, {MIN_DISPATCH_DEADLINE_SECONDS} to "
     f"{MAX_DISPATCH_DEADLINE_SECONDS} (default {DEFAULT_DISPATCH_DEADLINE_SECONDS})",
+)
+CLOUD_TASKS_API_ENDPOINT = Variable(
+    "CLOUD_TASKS_API_ENDPOINT",
+    "the Cloud Tasks API's base URL; unset means Google's (a local emulator's otherwise)",
+)
+QUEUE_RETRY_CONFIG = Variable(
+    "QUEUE_RETRY_CONFIG",
+    "the queue's retry config as the API writes it (JSON), for the retry plan and the "
+    "worker's last-attempt judgement",
+)
+DEAD_LETTER_QUEUE = Variable(
+    "DEAD_LETTER_QUEUE", "the full id of the paused queue that keeps tasks given up on"
 )
 GOOGLE_CLOUD_PROJECT = Variable(
     "GOOGLE_CLOUD_PROJECT", "the project the logs' trace ids belong to (when QUEUE does not say)"
