@@ -115,12 +115,16 @@ def metadata_app(iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> web
             )
         return _text(signer.mint(email, audience, clock.now()))
 
+    async def project_id(_: web.Request) -> web.Response:
+        return _text(project)
+
+    async def project_number(_: web.Request) -> web.Response:
+        return _text(numeric_project_id(project))
+
     app = web.Application(middlewares=[_flavor])
     app.router.add_get("/", ping)
-    app.router.add_get(base + "/project/project-id", lambda _: _project_text(project))
-    app.router.add_get(
-        base + "/project/numeric-project-id", lambda _: _project_text(numeric_project_id(project))
-    )
+    app.router.add_get(base + "/project/project-id", project_id)
+    app.router.add_get(base + "/project/numeric-project-id", project_number)
     app.router.add_get(base + "/instance/service-accounts/", listing)
     app.router.add_get(account + "/", info)
     app.router.add_get(account + "/email", get_email)
@@ -130,6 +134,3 @@ def metadata_app(iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> web
     app.router.add_get(account + "/identity", identity)
     return app
 
-
-async def _project_text(value: str) -> web.Response:
-    return _text(value)
