@@ -133,4 +133,3 @@ def metadata_app(iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> web
     app.router.add_route("POST", account + "/token", token)
     app.router.add_get(account + "/identity", identity)
     return app
-

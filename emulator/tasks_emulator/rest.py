@@ -48,7 +48,8 @@ class Route:
     pattern: re.Pattern[str]
     fields: tuple[str, ...]
     body: str | None
-    method: Method
+    method: Method | None  # None: a method of the API this emulator does not implement
+    name: str
 
 
 def http_options(method: str) -> list[dict[str, str]]:
@@ -79,15 +80,21 @@ def compile_template(uri: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     return re.compile("^" + "".join(pieces) + "$"), tuple(fields)
 
 
+def api_methods() -> list[str]:
+    """Every method the client's REST transport has a binding for."""
+    base = vars(rest_base._BaseCloudTasksRestTransport)
+    return [name.removeprefix("_Base") for name in base if name.startswith("_Base")]
+
+
 def routes(api: Api) -> list[Route]:
-    """Every binding of every method the emulator serves."""
+    """Every binding of every method of the API; those the emulator does not implement
+    (batch, CMEK, locations, operations) answer UNIMPLEMENTED, as over gRPC."""
     found = []
-    for method in api.methods.values():
-        for option in http_options(method.name):
+    for name in api_methods():
+        for option in http_options(name):
             pattern, fields = compile_template(option["uri"])
-            found.append(
-                Route(option["method"].upper(), pattern, fields, option.get("body"), method)
-            )
+            verb, body = option["method"].upper(), option.get("body")
+            found.append(Route(verb, pattern, fields, body, api.methods.get(name), name))
     return found
 
 
@@ -116,6 +123,7 @@ def _query_fields(query: Any) -> dict[str, Any]:
 
 def parse_request(route: Route, match: re.Match[str], body: bytes, query: Any) -> Any:
     """The request message of one HTTP request; ParseError or ValueError if it is bad."""
+    assert route.method is not None
     message = route.method.request()
     if route.body is not None and body.strip():
         document = json.loads(body)
@@ -168,6 +176,11 @@ class RestApi:
                 f"No method of the Cloud Tasks API is {request.method} {request.path}.",
             )
         route, match = found
+        if route.method is None:
+            return error_response(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{route.name} is not implemented by this emulator.",
+            )
         try:
             body = await request.read()
             message = parse_request(route, match, body, request.query)

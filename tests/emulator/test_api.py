@@ -377,3 +377,15 @@ def test_a_bug_answers_internal_and_serving_goes_on(
     with raises("INTERNAL", exact="GetQueue failed inside the emulator"):
         harness.client.get_queue(name=Q)
     assert list(harness.client.list_queues(parent=PARENT)) == []
+
+
+def test_task_stores_the_services_user_agent(harness: Harness) -> None:
+    """The service stores User-Agent: Google-Cloud-Tasks among an HTTP task's headers,
+    replacing the creator's, and GetTask shows it; other headers stay as given."""
+    harness.queue("jobs")
+    created = harness.task(
+        Q, "http://127.0.0.1:9/", http={"headers": {"user-agent": "mine/1.0", "X-Trace": "7"}}
+    )
+    got = harness.client.get_task(name=created.name)
+    assert dict(got.http_request.headers) == {"User-Agent": "Google-Cloud-Tasks", "X-Trace": "7"}
+    assert dict(created.http_request.headers) == dict(got.http_request.headers)

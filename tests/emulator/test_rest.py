@@ -109,6 +109,8 @@ def test_errors_are_googles_json_body(harness: Harness) -> None:
     assert "colour" in error["error"]["message"]
     status, error = http(harness, "GET", "/v2/nothing/here")
     assert (status, error["error"]["status"]) == (404, "NOT_FOUND")
+    status, error = http(harness, "POST", f"/v2/{Q}/tasks:batchCreate", {})
+    assert (status, error["error"]["status"]) == (501, "UNIMPLEMENTED")
 
 
 BIG = 1024 * 1024 - 2048  # a task just under the API's 1 MiB
