@@ -1,5 +1,10 @@
 """Emulator figures, side by side with PyPI's gcloud-tasks-emulator 0.6.2.
 
+First the API's own cost, on this emulator alone: CreateTask and GetQueue over gRPC and
+over REST (p50/p99 one call at a time, CreateTask calls/s with 100 in flight), and
+CreateTask with authorization on (a queue policy, a token from the metadata server) beside
+it off. ``python -m bench.bench_emulator --api-only`` prints just that table.
+
 Three workloads, run on each emulator over the same wire (the CloudTasks gRPC API, driven
 with the protobuf classes of google-cloud-tasks), delivering to one minimal asyncio HTTP
 target in its own process. The client side and the target run on the same event loop as
@@ -455,7 +460,178 @@ def _ratio(ours: float | None, other: float | None, lower_is_better: bool | None
     return f"{(other / ours if lower_is_better else ours / other):.1f}x"
 
 
-def main() -> None:
+# ---- the API over gRPC and REST, and the cost of authorization -------------------------
+
+API_CALLS = 1000
+API_BULK = 5000
+BENCH_ACCOUNT = "bench-app@bench-project.iam.gserviceaccount.com"
+
+
+@dataclass
+class CallFigures:
+    """Per-call latency (ms) and calls/s of one transport."""
+
+    create_p50: float = 0.0
+    create_p99: float = 0.0
+    get_p50: float = 0.0
+    get_p99: float = 0.0
+    create_rate: float = 0.0
+    authorized_create_p50: float = 0.0
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples.sort()
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+async def _timed(call: Callable[[], Any], count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def _rate(call: Callable[[], Any], count: int) -> float:
+    left = count
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENT_CALLS)))
+    return count / (time.perf_counter() - started)
+
+
+class _Grpc:
+    def __init__(self, address: str, queue_name: str, token: str = "") -> None:
+        self.api = Api(address)
+        self.queue_name = queue_name
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.get = self.api.channel.unary_unary(
+            SERVICE + "GetQueue",
+            request_serializer=cloudtasks.GetQueueRequest.pb().SerializeToString,
+            response_deserializer=queue.Queue.pb().FromString,
+        )
+        self.get_request = cloudtasks.GetQueueRequest.pb()(name=queue_name)
+        self.create_request = self.api.request_pb(parent=queue_name)
+        self.create_request.task.http_request.url = "http://127.0.0.1:9/"
+
+    async def create(self) -> None:
+        await self.api.create_task(self.create_request, timeout=30, metadata=self.metadata)
+
+    async def get_queue(self) -> None:
+        await self.get(self.get_request, timeout=30)
+
+
+class _Rest:
+    def __init__(self, session: Any, url: str, queue_name: str, token: str = "") -> None:
+        self.session = session
+        self.create_url = f"{url}/v2/{queue_name}/tasks"
+        self.get_url = f"{url}/v2/{queue_name}"
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.body = json.dumps({"task": {"httpRequest": {"url": "http://127.0.0.1:9/"}}})
+
+    async def create(self) -> None:
+        async with self.session.post(self.create_url, data=self.body, headers=self.headers) as r:
+            await r.read()
+            assert r.status == 200, r.status
+
+    async def get_queue(self) -> None:
+        async with self.session.get(self.get_url) as r:
+            await r.read()
+            assert r.status == 200, r.status
+
+
+async def _measure_transport(client: Any, figures: CallFigures) -> None:
+    await _timed(client.create, 100)  # warm up connections and code paths
+    figures.create_p50, figures.create_p99 = _percentiles(await _timed(client.create, API_CALLS))
+    figures.get_p50, figures.get_p99 = _percentiles(await _timed(client.get_queue, API_CALLS))
+    figures.create_rate = await _rate(client.create, API_BULK)
+
+
+async def _api_figures(ready: str) -> tuple[CallFigures, CallFigures]:
+    import aiohttp  # noqa: PLC0415 - only this section speaks HTTP to the emulator
+
+    address = ready.split("gRPC ", 1)[1].split(",", 1)[0]
+    rest = ready.split("REST ", 1)[1].split(",", 1)[0]
+    metadata = ready.split(f"metadata {BENCH_ACCOUNT} ", 1)[1].split(",", 1)[0].strip()
+    grpc_figures, rest_figures = CallFigures(), CallFigures()
+    connector = aiohttp.TCPConnector(limit=CONCURRENT_CALLS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        api = Api(address)
+        name = await api.make_queue("api", SUSTAIN_RATE)
+        await api.pause(cloudtasks.PauseQueueRequest.pb()(name=name))  # no deliveries
+        await _measure_transport(_Grpc(address, name), grpc_figures)
+        await _measure_transport(_Rest(session, rest, name), rest_figures)
+        # Authorization on: a policy on the queue, a token from the metadata server.
+        flavor = {"Metadata-Flavor": "Google"}
+        token_url = f"http://{metadata}/computeMetadata/v1/instance/service-accounts/default/token"
+        async with session.get(token_url, headers=flavor) as response:
+            token = (await response.json())["access_token"]
+        policy = {"policy": {"bindings": [
+            {"role": "roles/cloudtasks.enqueuer", "members": [f"serviceAccount:{BENCH_ACCOUNT}"]}
+        ]}}  # fmt: skip
+        async with session.post(f"{rest}/v2/{name}:setIamPolicy", json=policy) as response:
+            assert response.status == 200, await response.text()
+        for client, figures in (
+            (_Grpc(address, name, token), grpc_figures),
+            (_Rest(session, rest, name, token), rest_figures),
+        ):
+            await _timed(client.create, 100)
+            figures.authorized_create_p50 = _percentiles(await _timed(client.create, API_CALLS))[0]
+        await api.purge(cloudtasks.PurgeQueueRequest.pb()(name=name))
+        await api.close()
+    return grpc_figures, rest_figures
+
+
+def api_main() -> None:
+    """CreateTask and GetQueue over gRPC and REST, one call at a time (p50/p99) and with
+    100 in flight (calls/s); then CreateTask with authorization on (a queue policy and a
+    token from the metadata server) beside it off."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "tasks_emulator", "--port", "0", "--keys-port", "0",
+            "--rest-port", "0", "--metadata", f"{BENCH_ACCOUNT}=0", "--log-level", "warning",
+        ],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        if not ready.startswith("tasks_emulator ready"):
+            raise RuntimeError(f"the emulator did not start: {ready!r}")
+        grpc_figures, rest_figures = run_loop(_api_figures(ready))
+    finally:
+        _stop(process)
+    rows = [
+        ("CreateTask p50, one call at a time (ms)", "create_p50", ".2f"),
+        ("CreateTask p99 (ms)", "create_p99", ".2f"),
+        ("GetQueue p50 (ms)", "get_p50", ".2f"),
+        ("GetQueue p99 (ms)", "get_p99", ".2f"),
+        ("CreateTask calls/s (100 in flight)", "create_rate", ".0f"),
+        ("CreateTask p50, authorization on (ms)", "authorized_create_p50", ".2f"),
+    ]
+    print(f"{'API call (paused queue, 1 client)':44} {'gRPC':>10} {'REST':>10} {'REST/gRPC':>10}")
+    for label, attribute, spec in rows:
+        mine, rest = getattr(grpc_figures, attribute), getattr(rest_figures, attribute)
+        print(f"{label:44} {mine:>10{spec}} {rest:>10{spec}} {rest / mine:>9.2f}x")
+    for name, figures in (("gRPC", grpc_figures), ("REST", rest_figures)):
+        cost = figures.authorized_create_p50 - figures.create_p50
+        print(f"{name}: authorization on adds {cost:+.3f} ms to CreateTask p50")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Every figure; ``--api-only``: only the gRPC/REST call figures."""
+    api_main()
+    if argv and "--api-only" in argv:
+        return
     print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}")
     target = TargetServer()
     try:
@@ -500,4 +676,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

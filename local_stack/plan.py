@@ -135,6 +135,9 @@ def build_plan(
             str(ports.emulator),
             "--keys-port",
             str(ports.keys),
+            # The REST API on a free port: a fixed one would collide between stacks.
+            "--rest-port",
+            "0",
             "--config",
             str(config_file),
         ),

@@ -1,6 +1,6 @@
-"""Command line: ``tasks-emulator [--host H] [--port P] [--keys-port K] [--queue NAME]
-[--config FILE]`` (or ``python -m tasks_emulator``). Prints one ready line, stops cleanly on
-SIGTERM or Ctrl-C."""
+"""Command line: ``tasks-emulator [--host H] [--port P] [--rest-port R] [--keys-port K]
+[--queue NAME] [--config FILE] [--metadata EMAIL=PORT] [--local-principal MEMBER]`` (or
+``python -m tasks_emulator``). Prints one ready line, stops cleanly on SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,18 +13,39 @@ import sys
 
 from .config import ConfigError, StartConfig, load_config
 from .loop import run
+from .metadata import project_of
 from .server import Emulator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tasks-emulator",
-        description="A local Cloud Tasks (google.cloud.tasks.v2 gRPC API) for development.",
+        description="A local Cloud Tasks (the google.cloud.tasks.v2 API over gRPC and REST) "
+        "for development and tests.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8123, help="gRPC port (0: any free port)")
     parser.add_argument(
         "--keys-port", type=int, default=8124, help="port of the OIDC keys (0: any free port)"
+    )
+    parser.add_argument(
+        "--rest-port", type=int, default=8125, help="REST (HTTP/1.1 + JSON) port (0: any free port)"
+    )
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        type=_metadata_option,
+        metavar="EMAIL=PORT",
+        help="serve a GCE-style metadata server for service account EMAIL on PORT (0: any "
+        "free port), as Cloud Run gives each service; point GCE_METADATA_HOST at it (repeatable)",
+    )
+    parser.add_argument(
+        "--local-principal",
+        default="owner",
+        metavar="MEMBER",
+        help="who a call without an access token is once IAM policies exist: 'owner' (every "
+        "permission, the default) or an IAM member such as user:dev@example.com",
     )
     parser.add_argument(
         "--queue",
@@ -58,10 +79,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="info logs every attempt; warning is quiet",
     )
     args = parser.parse_args(argv)
-    for name in ("port", "keys_port"):
+    for name in ("port", "keys_port", "rest_port"):
         if not 0 <= getattr(args, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0-65535")
     return args
+
+
+def _metadata_option(value: str) -> tuple[str, int]:
+    email, _, port = value.rpartition("=")
+    try:
+        project_of(email)
+        number = int(port)
+    except ValueError as error:
+        detail = str(error) if email else "no EMAIL="
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: must be EMAIL=PORT, EMAIL a service account "
+            f"(NAME@PROJECT_ID.iam.gserviceaccount.com), PORT 0-65535 ({detail})"
+        ) from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: PORT must be 0-65535")
+    return email, number
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -71,15 +108,11 @@ async def serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tasks_emulator: {error}", file=sys.stderr)
         return 2
-    emulator = Emulator(
-        args.host,
-        args.port,
-        args.keys_port,
-        task_name_reuse_seconds=args.task_name_reuse_seconds,
-        queue_name_reuse_seconds=args.queue_name_reuse_seconds,
-        # gRPC in a process of its own (it needs an inherited socket: POSIX only).
-        front_process=os.name == "posix",
-    )
+    try:
+        emulator = _emulator(args)
+    except ValueError as error:
+        print(f"tasks_emulator: {error}", file=sys.stderr)
+        return 2
     try:
         await emulator.start()
     except OSError as error:
@@ -91,16 +124,44 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"tasks_emulator: {error}", file=sys.stderr)
         await emulator.stop()
         return 2
-    queue_note = "".join(f", queue {name}" for name in names)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(
-        f"tasks_emulator ready: gRPC {emulator.address}, OIDC certs {emulator.certs_url}"
-        f"{queue_note}",
-        flush=True,
+    print(ready_line(emulator, names), flush=True)
+    return await _run_until_stopped(emulator, stop)
+
+
+def ready_line(emulator: Emulator, queues: list[str]) -> str:
+    """The one line that says where everything is."""
+    parts = [
+        f"gRPC {emulator.address}",
+        f"REST {emulator.rest_url}",
+        f"OIDC certs {emulator.certs_url}",
+    ]
+    parts += [
+        f"metadata {email} {emulator.metadata_host(email)}" for email in emulator.metadata_ports
+    ]
+    parts += [f"queue {name}" for name in queues]
+    return "tasks_emulator ready: " + ", ".join(parts)
+
+
+def _emulator(args: argparse.Namespace) -> Emulator:
+    return Emulator(
+        args.host,
+        args.port,
+        args.keys_port,
+        rest_port=args.rest_port,
+        metadata=dict(args.metadata),
+        local_principal=args.local_principal,
+        task_name_reuse_seconds=args.task_name_reuse_seconds,
+        queue_name_reuse_seconds=args.queue_name_reuse_seconds,
+        # gRPC in a process of its own (it needs an inherited socket: POSIX only).
+        front_process=os.name == "posix",
     )
+
+
+async def _run_until_stopped(emulator: Emulator, stop: asyncio.Event) -> int:
     lost = asyncio.ensure_future(emulator.front_lost.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,11 +1,16 @@
 """What the emulator sets up when it starts: the queues given on the command line
 (``--queue NAME``) and in a JSON file (``--config FILE``).
 
-The file holds ``{"queues": [Queue, ...]}``, each Queue exactly as the Cloud Tasks REST API
-writes one (what ``gcloud tasks queues describe --format=json`` prints): ``name``,
-``rateLimits``, ``retryConfig``, ``stackdriverLoggingConfig``, and ``state`` (``PAUSED``
-creates the queue paused). A queue that exists already is updated to the given settings,
-as a deploy would. Every problem is reported with the file, the queue and what is wrong.
+The file holds ``{"queues": [Queue, ...], "projects": [Project, ...]}``. Each Queue is
+exactly as the Cloud Tasks REST API writes one (what ``gcloud tasks queues describe
+--format=json`` prints): ``name``, ``rateLimits``, ``retryConfig``,
+``stackdriverLoggingConfig``, and ``state`` (``PAUSED`` creates the queue paused), plus
+``iamPolicy``: the queue's IAM policy as ``gcloud tasks queues get-iam-policy
+--format=json`` prints it (``{"bindings": [{"role": ..., "members": [...]}]}``). Each
+Project is ``{"name": "projects/P", "iamPolicy": Policy}``: a policy every queue of the
+project inherits, and the one CreateQueue and ListQueues are authorized against. A queue
+that exists already is updated to the given settings, as a deploy would. Every problem is
+reported with the file, the queue and what is wrong.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .server import Emulator
 
-KNOWN_KEYS = frozenset({"queues"})
+KNOWN_KEYS = frozenset({"queues", "projects"})
 STATES = frozenset({"RUNNING", "PAUSED"})
 
 
@@ -32,12 +37,13 @@ class StartConfig:
 
     queues: tuple[dict[str, Any], ...] = ()
     source: str = "the command line"
+    projects: tuple[dict[str, Any], ...] = ()
 
     def with_queues(self, names: list[str]) -> StartConfig:
         """This configuration plus queues created with the API's defaults."""
         given = {str(queue.get("name")) for queue in self.queues}
         extra = tuple({"name": name} for name in names if name not in given)
-        return StartConfig(self.queues + extra, self.source)
+        return StartConfig(self.queues + extra, self.source, self.projects)
 
     def apply(self, emulator: Emulator) -> list[str]:
         """Creates or updates every queue; returns their names."""
@@ -47,6 +53,12 @@ class StartConfig:
 
         from .errors import ApiError  # noqa: PLC0415
 
+        for project in self.projects:
+            name = str(project["name"])
+            try:
+                emulator.set_project_policy(name, project.get("iamPolicy", {}))
+            except (ApiError, ParseError, ValueError) as error:
+                raise ConfigError(f"{self.source}: project {name}: {error}") from None
         names = []
         for queue in self.queues:
             name = str(queue.get("name", ""))
@@ -92,10 +104,17 @@ def parse_config(text: str, source: str) -> StartConfig:
         state = queue.get("state", "RUNNING")
         if state not in STATES:
             problems.add(f"{where}.state = {state!r}: must be RUNNING or PAUSED")
+    projects = data.get("projects", [])
+    if not isinstance(projects, list):
+        problems.add(f"projects must be a list of Project objects, got {type(projects).__name__}")
+        projects = []
+    for index, project in enumerate(projects):
+        if not isinstance(project, dict) or not isinstance(project.get("name"), str):
+            problems.add(f'projects[{index}] must be {{"name": "projects/P", "iamPolicy": ...}}')
     if problems.found:
         listed = "\n".join(f"  - {problem}" for problem in problems.found)
         raise ConfigError(f"{source}: {len(problems.found)} problem(s):\n{listed}")
-    return StartConfig(tuple(queues), source)
+    return StartConfig(tuple(queues), source, tuple(projects))
 
 
 def load_config(path: str | Path) -> StartConfig:

@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.cloud.tasks_v2.types import task as task_types
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -32,7 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from . import validation as v
 from .clock import Clock, TimerHandle
 from .dispatch import HttpClient
-from .errors import ApiError, already_exists, invalid, not_found
+from .errors import api_error, invalid
 from .oidc import TokenSigner
 from .retry import RetryPolicy
 
@@ -155,6 +154,8 @@ class QueueRecord:
         self.timer_when = math.inf
         self.deleted = False
         self.paused = pb.state == PAUSED
+        # The queue's IAM policy, a serialized google.iam.v1.Policy; None: never set.
+        self.iam_policy: bytes | None = None
 
     def set_state(self, state: int) -> None:
         self.pb.state = state
@@ -212,11 +213,11 @@ class Engine:
 
     # ---- queues --------------------------------------------------------------------
 
-    def _queue(self, name: str) -> QueueRecord:
+    def _queue(self, name: str, missing: str = "queue_not_found") -> QueueRecord:
         v.check_queue_name(name)
         record = self.queues.get(name)
         if record is None:
-            raise not_found()
+            raise api_error(missing)
         return record
 
     def create_queue(self, parent: str, queue: Any) -> Any:
@@ -227,13 +228,10 @@ class Engine:
         if not pb.name.startswith(parent + "/queues/"):
             raise invalid(f"Queue name {pb.name!r} must be in the parent {parent!r}.")
         if pb.name in self.queues:
-            raise already_exists()
+            raise api_error("queue_exists")
         now = self.clock.now()
         if self._queue_tombstones.get(pb.name, -math.inf) > now:
-            raise ApiError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "The queue cannot be created because a queue with this name existed too recently.",
-            )
+            raise api_error("queue_tombstoned")
         settings = v.normalize_queue(pb)
         pb.state = RUNNING
         pb.ClearField("purge_time")
@@ -297,7 +295,7 @@ class Engine:
         return self._queue_out(record)
 
     def delete_queue(self, name: str) -> None:
-        record = self._queue(name)
+        record = self._queue(name, missing="entity_not_found")
         del self.queues[name]
         record.deleted = True
         self._cancel_timer(record)
@@ -329,6 +327,13 @@ class Engine:
         self._pump(record)
         return self._queue_out(record)
 
+    def get_iam_policy(self, name: str) -> bytes | None:
+        """The queue's IAM policy, serialized; None when none was ever set."""
+        return self._queue(name).iam_policy
+
+    def set_iam_policy(self, name: str, policy: bytes | None) -> None:
+        self._queue(name).iam_policy = policy
+
     @staticmethod
     def _queue_out(record: QueueRecord) -> Any:
         out = v.QueuePb()
@@ -337,28 +342,31 @@ class Engine:
 
     # ---- tasks ---------------------------------------------------------------------
 
-    def _task(self, name: str) -> TaskState:
+    def _task(self, name: str, gone: str = "task_gone") -> TaskState:
         v.check_task_name(name)
         record = self.queues.get(name.rsplit("/tasks/", 1)[0])
         task = record.tasks.get(name) if record else None
         if task is None:
-            raise not_found()
+            recent = self._task_tombstones.get(name, -math.inf) > self.clock.now()
+            raise api_error(gone if recent else "task_not_found")
         return task
 
     def create_task(self, parent: str, task: Any, view: int) -> Any:
         record = self.queues.get(parent)
         if record is None:
             v.check_queue_name(parent)  # an existing queue's name is valid already
-            raise not_found()
+            raise api_error("queue_not_found")
         now = self.clock.now()
         pb = v.TaskPb()
         pb.CopyFrom(task)
         if pb.name:
             v.check_task_name(pb.name)
             if not pb.name.startswith(parent + "/tasks/"):
-                raise invalid(f"Task name {pb.name!r} must be in the queue {parent!r}.")
-            if pb.name in record.tasks or self._task_tombstones.get(pb.name, -math.inf) > now:
-                raise already_exists()
+                raise api_error("task_other_queue", queue=parent, task=pb.name)
+            if pb.name in record.tasks:
+                raise api_error("task_exists")
+            if self._task_tombstones.get(pb.name, -math.inf) > now:
+                raise api_error("task_tombstoned")
         else:
             pb.name = self._new_task_name(record, now)
         deadline = v.normalize_task(pb, now)
@@ -386,13 +394,22 @@ class Engine:
                 return name
 
     def get_task(self, name: str, view: int) -> Any:
-        return self._task_out(self._task(name), view)
+        return self._task_out(self._task(name, gone="task_gone_get"), view)
 
     def list_tasks(self, parent: str, view: int, page_size: int, token: str) -> Any:
         record = self._queue(parent)
         chosen, next_token = _page(sorted(record.tasks), page_size, token, limit=1000)
         response = v.ListTasksResponsePb()
-        response.tasks.extend(self._task_out(record.tasks[name], view) for name in chosen)
+        size = 0
+        for index, name in enumerate(chosen):
+            task = self._task_out(record.tasks[name], view)
+            # Fewer tasks than asked for when they would not fit in one answer, as the
+            # API allows: the rest follow from the page token.
+            size += task.ByteSize() + 8
+            if index and size > v.MAX_PAGE_BYTES:
+                next_token = _encode_token(chosen[index - 1])
+                break
+            response.tasks.append(task)
         response.next_page_token = next_token
         return response
 

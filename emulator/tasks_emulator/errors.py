@@ -1,15 +1,23 @@
-"""The error the API answers with: a gRPC status code and the real service's message."""
+"""The error the API answers with: a gRPC status code and the real service's message.
+
+The real service's texts live in ``data/error_texts.json``, each with its status and the
+recording it was taken from; ``api_error(key, ...)`` is the only way code raises one.
+"""
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
 import grpc
 
-NOT_FOUND_MESSAGE = "Requested entity was not found."
-ALREADY_EXISTS_MESSAGE = "Requested entity already exists"
+_CODES = {code.name: code for code in grpc.StatusCode}
 
 
 class ApiError(Exception):
-    """Raised by the engine; the servicer turns it into the call's status."""
+    """Raised by the engine; the call path turns it into the call's status."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -17,13 +25,27 @@ class ApiError(Exception):
         self.message = message
 
 
+@cache
+def error_texts() -> dict[str, dict[str, str]]:
+    """Key -> {"status", "text", "source"}: the real service's answers."""
+    raw = resources.files(__package__).joinpath("data/error_texts.json").read_text("utf-8")
+    texts: dict[str, dict[str, str]] = json.loads(raw)["texts"]
+    return texts
+
+
+def api_error(key: str, **values: Any) -> ApiError:
+    """The real service's answer ``key`` of the table, its placeholders filled in."""
+    entry = error_texts()[key]
+    return ApiError(_CODES[entry["status"]], entry["text"].format(**values))
+
+
 def invalid(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def not_found(message: str = NOT_FOUND_MESSAGE) -> ApiError:
-    return ApiError(grpc.StatusCode.NOT_FOUND, message)
+def not_found(key: str = "entity_not_found") -> ApiError:
+    return api_error(key)
 
 
-def already_exists(message: str = ALREADY_EXISTS_MESSAGE) -> ApiError:
-    return ApiError(grpc.StatusCode.ALREADY_EXISTS, message)
+def already_exists(key: str) -> ApiError:
+    return api_error(key)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from .link import FAILED, METHODS, READY, SERVICE, Link
+from .link import FAILED, METHODS, OVERSIZED, READY, SERVICE, Link, pack_request
 from .loop import run
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -36,6 +36,9 @@ class Front:
     def on_frame(self, call_id: int, kind: int, payload: bytes) -> None:
         future = self.pending.pop(call_id, None)
         if future is not None and not future.done():
+            if kind == OVERSIZED:
+                kind = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                payload = b"the answer is larger than the emulator can pass on"
             future.set_result((kind, payload))
 
     def on_close(self) -> None:
@@ -56,13 +59,21 @@ class Front:
             call_id = next(self.ids) & 0xFFFFFFFF
             future = asyncio.get_running_loop().create_future()
             self.pending[call_id] = future
-            link.send(call_id, index, request)
+            link.send(call_id, index, pack_request(authorization_of(context), request))
             code, payload = await future
             if code:
                 await context.abort(_CODES[code], payload.decode("utf-8", "replace"))
             return payload
 
         return handle
+
+
+def authorization_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's ``authorization`` metadata, as an HTTP Authorization header."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
 
 
 async def start_grpc_server(

@@ -4,9 +4,14 @@ frames over one stream socket (a socketpair, so no port or path is involved).
 A frame is ``length (4 bytes) | call id (4) | kind (1) | payload``. The front sends a
 request as kind = the method's index in ``METHODS`` with the serialized request as
 payload; the engine answers with kind = the gRPC status code (0 = OK) and the serialized
-response, or the error message. The front announces itself with ``READY`` (payload: the
-port it listens on) or ``FAILED`` (payload: why). Frames written in one pass of the
-event loop go out in one write.
+response, or the error message. A request's payload starts with the caller's
+Authorization (``pack_request``). The front announces itself with ``READY``
+(payload: the port it listens on) or ``FAILED`` (payload: why). Frames written in one
+pass of the event loop go out in one write.
+
+A frame larger than ``MAX_FRAME`` is never held: its bytes are dropped as they arrive and
+the receiver gets ``(call id, OVERSIZED, b"")`` so that it answers that call with an
+error. The link stays open: one oversized answer must not take the emulator down.
 
 This module imports nothing heavy: the front process loads only grpc and this.
 """
@@ -22,13 +27,33 @@ SERVICE = "google.cloud.tasks.v2.CloudTasks"
 METHODS = (
     "CreateQueue", "GetQueue", "ListQueues", "UpdateQueue", "DeleteQueue", "PurgeQueue",
     "PauseQueue", "ResumeQueue", "CreateTask", "GetTask", "ListTasks", "DeleteTask", "RunTask",
+    "GetIamPolicy", "SetIamPolicy", "TestIamPermissions",
 )  # fmt: skip
+OVERSIZED = 253
 READY = 254
 FAILED = 255
 _HEAD = struct.Struct("!IIB")
+_AUTH_LENGTH = struct.Struct("!H")
 MAX_FRAME = 64 * 1024 * 1024
+MAX_PAYLOAD = MAX_FRAME - 5  # a frame's length counts its call id and kind
 
 FrameHandler = Callable[[int, int, bytes], None]
+
+
+def pack_request(authorization: str, request: bytes) -> bytes:
+    """A request as the front passes it on: the caller's Authorization, then the message."""
+    auth = authorization.encode("latin-1", "replace")[:0xFFFF]
+    return _AUTH_LENGTH.pack(len(auth)) + auth + request
+
+
+def unpack_request(payload: bytes) -> tuple[str, bytes]:
+    if len(payload) < _AUTH_LENGTH.size:
+        raise ValueError("no authorization length")
+    (length,) = _AUTH_LENGTH.unpack_from(payload)
+    end = _AUTH_LENGTH.size + length
+    if len(payload) < end:
+        raise ValueError("truncated authorization")
+    return payload[_AUTH_LENGTH.size : end].decode("latin-1"), payload[end:]
 
 
 class Link(asyncio.Protocol):
@@ -42,6 +67,7 @@ class Link(asyncio.Protocol):
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._closed = False
+        self._skip = 0  # bytes of an oversized frame still to drop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -52,15 +78,21 @@ class Link(asyncio.Protocol):
             self.on_close()
 
     def data_received(self, data: bytes) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         buffer = self._buffer
         buffer += data
         start = 0
         while len(buffer) - start >= _HEAD.size:
             length, call_id, kind = _HEAD.unpack_from(buffer, start)
-            if length > MAX_FRAME:
-                self.close()
-                return
             end = start + 4 + length
+            if length > MAX_FRAME:
+                self._skip = max(0, end - len(buffer))
+                start = min(end, len(buffer))
+                self.on_frame(call_id, OVERSIZED, b"")
+                continue
             if len(buffer) < end:
                 break
             payload = bytes(buffer[start + _HEAD.size : end])

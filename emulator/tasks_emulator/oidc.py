@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -72,6 +73,22 @@ class TokenSigner:
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
 
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A JWT of ``claims`` signed (RS256) with this signer's key."""
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def verify(self, token: str, audience: str) -> dict[str, Any]:
+        """The claims of a JWT this signer signed for ``audience``; jwt.InvalidTokenError
+        otherwise. Times are left to the caller, which reads them on its own clock."""
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            self._key.public_key(),
+            algorithms=["RS256"],
+            audience=audience,
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+        return claims
+
     def pem_certs(self) -> dict[str, str]:
         pem = self._cert.public_bytes(serialization.Encoding.PEM).decode()
         return {self.key_id: pem}
@@ -92,8 +109,10 @@ class TokenSigner:
         }
 
 
-def keys_app(signer: TokenSigner) -> web.Application:
-    """The HTTP application serving ``signer``'s public keys."""
+def keys_app(signer: TokenSigner, base_url: Callable[[], str]) -> web.Application:
+    """The HTTP application serving ``signer``'s public keys. Their URLs in the OpenID
+    configuration start with ``base_url()``, the address the emulator was started on:
+    never the request's Host, which a client chooses."""
 
     async def v1_certs(_: web.Request) -> web.Response:
         return web.json_response(signer.pem_certs(), headers={"Cache-Control": "no-store"})
@@ -101,8 +120,8 @@ def keys_app(signer: TokenSigner) -> web.Application:
     async def v3_certs(_: web.Request) -> web.Response:
         return web.json_response(signer.jwks(), headers={"Cache-Control": "no-store"})
 
-    async def openid_configuration(request: web.Request) -> web.Response:
-        base = f"{request.scheme}://{request.host}"
+    async def openid_configuration(_: web.Request) -> web.Response:
+        base = base_url()
         return web.json_response(
             {
                 "issuer": ISSUER,

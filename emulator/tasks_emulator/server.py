@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,14 +19,18 @@ import grpc
 from aiohttp import web
 from google.protobuf import field_mask_pb2, json_format
 
+from .calls import Api, too_large
 from .clock import Clock, RealClock, VirtualClock
 from .dispatch import HttpClient
 from .engine import Engine
 from .front import start_grpc_server
-from .link import FAILED, READY, Link
+from .iam import OWNER, Iam, PolicyPb, check_policy
+from .link import FAILED, OVERSIZED, READY, Link
 from .loop import new_event_loop
+from .metadata import metadata_app, project_of
 from .oidc import TokenSigner, keys_app
-from .servicer import answer, generic_handler, method_table
+from .rest import RestApi
+from .servicer import generic_handler
 from .validation import QueuePb
 
 T = TypeVar("T")
@@ -39,7 +43,10 @@ FRONT_START_SECONDS = 60.0
 
 class Emulator:
     """The gRPC API on ``host:port`` and the OIDC keys on ``host:keys_port`` (port 0 picks
-    a free port; the bound ports are in ``port``/``keys_port`` once started).
+    a free port; the bound ports are in ``port``/``keys_port`` once started); with
+    ``rest_port`` the REST API too, and with ``metadata`` ({service account email: port})
+    a metadata server for each account. ``local_principal`` is who a call without an
+    access token acts as once IAM policies exist (``"owner"``: every permission).
 
     With ``front_process`` the gRPC server runs in a child process (``front.py``) that
     passes every call to this one, which is how the command line runs it: gRPC's own
@@ -57,10 +64,17 @@ class Emulator:
         task_name_reuse_seconds: float = 3600.0,
         queue_name_reuse_seconds: float = 7 * 24 * 3600.0,
         front_process: bool = False,
+        rest_port: int | None = None,
+        metadata: Mapping[str, int] | None = None,
+        local_principal: str = OWNER,
     ) -> None:
         self.host = host
         self.port = port
         self.keys_port = keys_port
+        self.rest_port = rest_port
+        self.metadata_ports: dict[str, int] = dict(metadata or {})
+        for email in self.metadata_ports:
+            project_of(email)  # ValueError now, not when a service asks
         self.clock: Clock = clock or RealClock()
         self.signer = TokenSigner()
         self.http = HttpClient()
@@ -71,12 +85,14 @@ class Emulator:
             task_name_reuse_seconds=task_name_reuse_seconds,
             queue_name_reuse_seconds=queue_name_reuse_seconds,
         )
+        self.iam = Iam(self.engine, self.signer, self.clock, local_principal)
+        self.api = Api(self.engine, self.iam)
         self.front_process = front_process
         self.front_lost = asyncio.Event()
         self._grpc: grpc.aio.Server | None = None
         self._front: subprocess.Popen[bytes] | None = None
         self._link: Link | None = None
-        self._keys: web.AppRunner | None = None
+        self._sites: list[web.AppRunner] = []
 
     @property
     def address(self) -> str:
@@ -86,6 +102,15 @@ class Emulator:
     @property
     def keys_url(self) -> str:
         return f"http://{self.host}:{self.keys_port}"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST API's root, as ``api_endpoint`` of a REST client or gcloud's override."""
+        return f"http://{self.host}:{self.rest_port}"
+
+    def metadata_host(self, email: str) -> str:
+        """``host:port`` of ``email``'s metadata server, for ``GCE_METADATA_HOST``."""
+        return f"{self.host}:{self.metadata_ports[email]}"
 
     @property
     def certs_url(self) -> str:
@@ -102,21 +127,36 @@ class Emulator:
         except BaseException:
             await self.stop()
             raise
-        runner = web.AppRunner(keys_app(self.signer), access_log=None)
+        try:
+            self.keys_port = await self._serve(
+                keys_app(self.signer, lambda: self.keys_url), self.keys_port
+            )
+            if self.rest_port is not None:
+                self.rest_port = await self._serve(RestApi(self.api).app(), self.rest_port)
+            for email, port in self.metadata_ports.items():
+                app = metadata_app(self.iam, self.signer, self.clock, email)
+                self.metadata_ports[email] = await self._serve(app, port)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        """Serves ``app`` on ``host:port``; the port it listens on."""
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.keys_port)
+        site = web.TCPSite(runner, self.host, port)
         try:
             await site.start()
         except OSError:
             await runner.cleanup()
-            await self.stop()
             raise
-        self._keys = runner
-        self.keys_port = runner.addresses[0][1]
+        self._sites.append(runner)
+        bound: int = runner.addresses[0][1]
+        return bound
 
     async def _start_grpc(self) -> None:
         self._grpc, self.port = await start_grpc_server(
-            self.host, self.port, generic_handler(self.engine)
+            self.host, self.port, generic_handler(self.api)
         )
 
     async def _start_front(self) -> None:
@@ -130,7 +170,6 @@ class Emulator:
             self._front = subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env)
         finally:
             theirs.close()
-        table = method_table(self.engine)
         ready: asyncio.Future[int] = loop.create_future()
 
         def on_frame(call_id: int, kind: int, payload: bytes) -> None:
@@ -138,9 +177,12 @@ class Emulator:
                 ready.set_result(int(payload))
             elif kind == FAILED and not ready.done():
                 ready.set_exception(OSError(payload.decode()))
-            elif self._link is not None:
-                code, body = answer(table, kind, payload)
-                self._link.send(call_id, code, body)
+            elif self._link is None:
+                return
+            elif kind == OVERSIZED:
+                self._link.send(call_id, *too_large("the request", 0))
+            else:
+                self._link.send(call_id, *self.api.answer(kind, payload))
 
         def on_close() -> None:
             if not ready.done():
@@ -170,9 +212,9 @@ class Emulator:
             await self._grpc.stop(grace=0.5)
             self._grpc = None
         await self._stop_front()
-        if self._keys is not None:
-            await self._keys.cleanup()
-            self._keys = None
+        sites, self._sites = self._sites, []
+        for runner in sites:
+            await runner.cleanup()
         await self.clock.cancel_all()
         await self.http.close()
 
@@ -189,15 +231,27 @@ class Emulator:
         existing queue of that name to its settings. ``"state": "PAUSED"`` pauses it."""
         fields = dict(queue)
         state = fields.pop("state", "RUNNING")
+        policy = fields.pop("iamPolicy", None)
         pb = QueuePb()
         json_format.ParseDict(fields, pb)
+        policy_pb = json_format.ParseDict(policy, PolicyPb()) if policy is not None else None
+        if policy_pb is not None:
+            check_policy(policy_pb)  # before the queue changes: a bad file changes nothing
         if pb.name in self.engine.queues:
             self.engine.update_queue(pb, field_mask_pb2.FieldMask())
         else:
             self.engine.create_queue(pb.name.rsplit("/queues/", 1)[0], pb)
+        if policy_pb is not None:
+            policy_pb.etag = b""
+            self.iam.set_policy(pb.name, policy_pb)
         if state == "PAUSED":
             return self.engine.pause_queue(pb.name)
         return self.engine.resume_queue(pb.name)
+
+    def set_project_policy(self, project: str, policy: dict[str, Any]) -> None:
+        """Gives ``project`` (``projects/P``) an IAM policy in the API's JSON shape, which
+        every queue of the project inherits."""
+        self.iam.set_project_policy(project, json_format.ParseDict(policy, PolicyPb()))
 
 
 class EmulatorThread:

@@ -14,7 +14,7 @@ from google.cloud.tasks_v2.types import target as target_types
 from google.cloud.tasks_v2.types import task as task_types
 from google.protobuf import duration_pb2
 
-from .errors import invalid
+from .errors import api_error, invalid
 from .retry import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BACKOFF,
@@ -43,6 +43,10 @@ DEFAULT_DEADLINE = 10 * 60.0
 MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
 MAX_TASK_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 80 * 1024
+# At most this much of tasks in one ListTasks answer: under gRPC's default limit of
+# 4 MiB for a received message, so that any client with default settings can read every
+# page (a task is at most 1 MiB, so a page always holds at least one).
+MAX_PAGE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 MAX_URL_LENGTH = 2083
 # Plain ints: HttpMethod members compare slowly, and these are checked for every task.
 UNSPECIFIED_METHOD = int(HttpMethod.HTTP_METHOD_UNSPECIFIED)
@@ -56,7 +60,10 @@ TASK_RE = re.compile(
     r"^(projects/[^/]+/locations/[^/]+/queues/[^/]+)/tasks/([A-Za-z0-9_-]{1,500})$"
 )
 QUEUE_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>"'
-TASK_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>/tasks/<TASK_ID>"'
+# The service stores this User-Agent among every HTTP task's headers (GetTask shows it),
+# whatever the creator sent.
+USER_AGENT = "Google-Cloud-Tasks"
+_LOCAL_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\]|[^.\[\]]+)$", re.I)
 
 
 def burst_for(rate: float) -> int:
@@ -90,10 +97,7 @@ def check_queue_name(name: str) -> None:
 
 def check_task_name(name: str) -> None:
     if not TASK_RE.match(name):
-        raise invalid(
-            f"Task name must be formatted: {TASK_FORMAT}, TASK_ID being 1-500 letters, "
-            f"digits, hyphens or underscores (got {name!r})"
-        )
+        raise api_error("task_name_format")
 
 
 def normalize_rate_limits(limits: Any) -> None:
@@ -138,6 +142,9 @@ def normalize_retry_config(config: Any, fallback: RetryPolicy | None = None) -> 
         config.max_backoff.CopyFrom(to_duration(base.max_backoff))
     if not config.HasField("max_retry_duration"):
         config.max_retry_duration.CopyFrom(to_duration(base.max_retry_duration))
+    if seconds(config.max_retry_duration) == 0:
+        # Unlimited: the service leaves the field unset, so describe does not show it.
+        config.ClearField("max_retry_duration")
     if seconds(config.min_backoff) > seconds(config.max_backoff):
         raise invalid(
             "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff."
@@ -188,6 +195,24 @@ def normalize_queue(queue: Any) -> QueueSettings:
     )
 
 
+def _token_over_plain_http(request: Any) -> bool:
+    """A token sent over plain HTTP, which the service refuses. Loopback and single-label
+    hosts (a container's name) are allowed: no token leaves the machine or its network."""
+    if not request.url.startswith("http://"):
+        return False
+    if not (request.HasField("oidc_token") or request.HasField("oauth_token")):
+        return False
+    host = request.url[7:].split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+    return not _LOCAL_HOST.match(host)
+
+
+def _set_user_agent(headers: Any) -> None:
+    for key in [key for key in headers if key.lower() == "user-agent"]:
+        del headers[key]
+    headers["User-Agent"] = USER_AGENT
+
+
 def _header_bytes(headers: Any) -> int:
     return sum(len(k) + len(v) + 4 for k, v in headers.items())
 
@@ -202,7 +227,7 @@ def normalize_task(task: Any, now: float) -> float:
     request = task.http_request
     url = request.url
     if not url:
-        raise invalid("HttpRequest.url must be set.")
+        raise api_error("url_required")
     if not (url.startswith("http://") or url.startswith("https://")):
         raise invalid(f"HttpRequest.url must start with 'http://' or 'https://' (got {url!r}).")
     if len(url) > MAX_URL_LENGTH:
@@ -223,6 +248,9 @@ def normalize_task(task: Any, now: float) -> float:
             raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
     if request.HasField("oidc_token") and not request.oidc_token.service_account_email:
         raise invalid("OidcToken.serviceAccountEmail must be set.")
+    if _token_over_plain_http(request):
+        raise api_error("url_https_with_token")
+    _set_user_agent(request.headers)
     if task.HasField("dispatch_deadline"):
         deadline = seconds(task.dispatch_deadline)
         if not MIN_DEADLINE <= deadline <= MAX_DEADLINE:

@@ -1,14 +1,17 @@
 """Fixtures: an emulator on free ports (virtual or real clock), the official client on an
-insecure channel to it, and small HTTP servers standing in for workers."""
+insecure channel to it or through its REST transport, and small HTTP servers standing in
+for workers."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api_core import exceptions
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from tasks_emulator import EmulatorThread, VirtualClock
@@ -138,6 +143,40 @@ def client_for(address: str) -> tasks_v2.CloudTasksClient:
     return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
+def rest_client_for(url: str, credentials: Any = None) -> tasks_v2.CloudTasksClient:
+    """The official client's REST transport against the emulator's REST port."""
+    return tasks_v2.CloudTasksClient(
+        transport="rest",
+        client_options={"api_endpoint": url},
+        credentials=credentials or AnonymousCredentials(),
+    )
+
+
+def status_of(error: exceptions.GoogleAPICallError) -> tuple[str, str]:
+    """(status name, the API's message) of a failed call, over either transport: over
+    REST the client keeps only the HTTP status's class, so both come from the JSON body."""
+    response = getattr(error, "response", None)
+    if response is not None and hasattr(response, "json"):
+        body = response.json()["error"]
+        return body["status"], body["message"]
+    assert error.grpc_status_code is not None
+    return error.grpc_status_code.name, error.message
+
+
+@contextmanager
+def raises(status: str, match: str | None = None, exact: str | None = None) -> Iterator[None]:
+    """The call inside fails with ``status``; its message contains ``match`` (a regex) or
+    is ``exact``."""
+    with pytest.raises(exceptions.GoogleAPICallError) as caught:
+        yield
+    got_status, message = status_of(caught.value)
+    assert got_status == status, (got_status, message)
+    if exact is not None:
+        assert message == exact
+    if match is not None:
+        assert re.search(match, message), (match, message)
+
+
 @dataclass
 class Harness:
     """An emulator on a virtual clock, the official client, and helpers."""
@@ -145,6 +184,12 @@ class Harness:
     runner: EmulatorThread
     client: tasks_v2.CloudTasksClient
     clock: VirtualClock
+    transport: str = "grpc"
+
+    @property
+    def emulator(self) -> Any:
+        assert self.runner.emulator is not None
+        return self.runner.emulator
 
     def advance(self, seconds: float) -> None:
         self.runner.advance(seconds)
@@ -161,18 +206,26 @@ class Harness:
         )
 
 
-def virtual_harness(front_process: bool = False) -> Iterator[Harness]:
+def virtual_harness(front_process: bool = False, transport: str = "grpc") -> Iterator[Harness]:
     """An emulator on a virtual clock and the official client, for a fixture to yield
     from; ``front_process`` puts its gRPC server in a child process, as the command line
-    runs it."""
+    runs it; ``transport`` "rest" makes the client speak REST to it."""
     clock = VirtualClock(start=START)
     runner = EmulatorThread(
-        host="127.0.0.1", port=0, keys_port=0, clock=clock, front_process=front_process
+        host="127.0.0.1",
+        port=0,
+        keys_port=0,
+        rest_port=0,
+        clock=clock,
+        front_process=front_process,
     )
     emulator = runner.start()
-    client = client_for(emulator.address)
+    if transport == "rest":
+        client = rest_client_for(emulator.rest_url)
+    else:
+        client = client_for(emulator.address)
     try:
-        yield Harness(runner, client, clock)
+        yield Harness(runner, client, clock, transport)
     finally:
         client.transport.close()
         runner.stop()

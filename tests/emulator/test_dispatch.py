@@ -143,7 +143,7 @@ def test_hundred_attempts_take_well_under_a_second(harness: Harness, target: Tar
     assert len(target.received) == 100
     assert gaps(target) == pytest.approx(RetryPolicy().schedule(100), abs=1e-5)
     assert elapsed < 1.0, f"100 attempts took {elapsed:.2f}s of test time"
-    with pytest.raises(exceptions.NotFound):
+    with pytest.raises(exceptions.NotFound, match="Task does not exist"):  # hours ago
         harness.client.get_task(name=task.name)
 
 
@@ -166,7 +166,7 @@ def test_stop_rule_end_to_end(
     task = harness.task(queue, target.url)
     harness.advance(1000)
     assert len(target.received) == expected_attempts
-    with pytest.raises(exceptions.NotFound):
+    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
         harness.client.get_task(name=task.name)
 
 
@@ -199,7 +199,7 @@ def test_bookkeeping_through_get_task(harness: Harness, target: Target) -> None:
     assert task.schedule_time.timestamp() == pytest.approx(START + 30)
     harness.advance(15)
     assert len(target.received) == 3
-    with pytest.raises(exceptions.NotFound):
+    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
         harness.client.get_task(name=created.name)
 
 
@@ -307,7 +307,7 @@ def test_run_task_ignores_pause_and_schedule(harness: Harness, target: Target) -
     assert ran.dispatch_count == 1
     harness.advance(0)
     assert len(target.received) == 1
-    with pytest.raises(exceptions.NotFound):
+    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
         harness.client.get_task(name=task.name)
 
 

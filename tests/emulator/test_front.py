@@ -15,11 +15,12 @@ from typing import Any
 import grpc
 import pytest
 from tasks_emulator import EmulatorThread, RealClock
+from tasks_emulator.calls import Api
 from tasks_emulator.dispatch import HttpClient
 from tasks_emulator.engine import Engine
-from tasks_emulator.link import METHODS, Link
+from tasks_emulator.iam import Iam
+from tasks_emulator.link import MAX_FRAME, METHODS, OVERSIZED, Link, pack_request
 from tasks_emulator.oidc import TokenSigner
-from tasks_emulator.servicer import answer, method_table
 
 from .conftest import client_for, start_cli
 
@@ -65,38 +66,58 @@ def test_frames_survive_any_split() -> None:
         assert frames == sent
 
 
-def test_oversized_frame_closes_the_link() -> None:
+def test_oversized_frame_is_answered_not_fatal() -> None:
+    """A frame over the limit is dropped as it streams in and reported as OVERSIZED for
+    its call, so the receiver answers that call with an error; the link stays open and
+    the frames after it arrive whole. (Closing here took the whole emulator down.)"""
     reader, frames, transport = _link()
-    reader.data_received((2**31).to_bytes(4, "big") + b"\0" * 5)
-    assert frames == []
-    assert transport.closed
+    length = MAX_FRAME + 1
+    head = length.to_bytes(4, "big") + (7).to_bytes(4, "big") + b"\x0a"
+    reader.data_received(head + b"\0" * 1000)
+    assert frames == [(7, OVERSIZED, b"")]
+    remaining = length - 5 - 1000
+    chunk = b"\0" * (1024 * 1024)
+    while remaining > len(chunk):
+        reader.data_received(chunk)
+        remaining -= len(chunk)
+    after = (6).to_bytes(4, "big") + (8).to_bytes(4, "big") + b"\x00" + b"x"
+    reader.data_received(b"\0" * remaining + after)
+    assert frames == [(7, OVERSIZED, b""), (8, 0, b"x")]
+    assert not transport.closed
 
 
 @pytest.fixture
-def table() -> list[Any]:
-    async def make() -> list[Any]:
-        return method_table(Engine(RealClock(), HttpClient(), TokenSigner()))
+def api() -> Api:
+    async def make() -> Api:
+        clock, signer = RealClock(), TokenSigner()
+        engine = Engine(clock, HttpClient(), signer)
+        return Api(engine, Iam(engine, signer, clock))
 
     return asyncio.run(make())
 
 
-def test_answers_to_calls_that_cannot_be_served(table: list[Any]) -> None:
+def _call(api: Api, name: str, request: Any) -> tuple[int, bytes]:
+    return api.answer(METHODS.index(name), pack_request("", request.SerializeToString()))
+
+
+def test_answers_to_calls_that_cannot_be_served(api: Api) -> None:
     """An unknown method, a request that is not the method's message, and an engine error
     each get their status code; a good call gets the serialized response."""
-    assert answer(table, len(METHODS), b"")[0] == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    code, message = answer(table, METHODS.index("GetQueue"), b"\xff\xff")
-    assert (code, message) == (
-        grpc.StatusCode.INVALID_ARGUMENT.value[0],
-        b"the request could not be parsed",
-    )
-    request = table[METHODS.index("GetQueue")][0](name="projects/p/locations/l/queues/q")
-    code, message = answer(table, METHODS.index("GetQueue"), request.SerializeToString())
+    assert api.answer(len(METHODS), b"")[0] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    for garbage in (b"\xff", pack_request("", b"\xff\xff")):
+        code, message = api.answer(METHODS.index("GetQueue"), garbage)
+        assert (code, message) == (
+            grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            b"the request could not be parsed",
+        )
+    get = api.methods["GetQueue"]
+    code, message = _call(api, "GetQueue", get.request(name="projects/p/locations/l/queues/q"))
     assert code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert message == b"Requested entity was not found."
-    request = table[METHODS.index("ListQueues")][0](parent="projects/p/locations/l")
-    code, body = answer(table, METHODS.index("ListQueues"), request.SerializeToString())
+    assert message.startswith(b"Queue does not exist.")
+    listing = api.methods["ListQueues"]
+    code, body = _call(api, "ListQueues", listing.request(parent="projects/p/locations/l"))
     assert code == 0
-    assert table[METHODS.index("ListQueues")][1].FromString(body).queues == []
+    assert listing.response.FromString(body).queues == []
 
 
 def _children(pid: int) -> list[int]:

@@ -104,6 +104,20 @@ def test_keys_endpoints(real_harness: Harness) -> None:
     assert config["issuer"] == ISSUER
 
 
+def test_openid_configuration_ignores_the_request_host(real_harness: Harness) -> None:
+    """The key URLs name the address the emulator was started on, whatever Host a client
+    sends: a forged Host must not point verifiers at someone else's keys."""
+    emulator = real_harness.runner.emulator
+    assert emulator is not None
+    request = urllib.request.Request(
+        emulator.keys_url + "/.well-known/openid-configuration",
+        headers={"Host": "evil.example:9999"},
+    )
+    with urllib.request.urlopen(request) as response:
+        config = json.load(response)
+    assert config["jwks_uri"] == emulator.keys_url + "/oauth2/v3/certs"
+
+
 @pytest.mark.parametrize(("rate", "burst"), [(5, 1), (50, 10), (0.5, 1)])
 def test_token_bucket(harness: Harness, target: Target, rate: float, burst: int) -> None:
     """Dispatches follow the token bucket exactly: a burst, then one every 1/rate s."""
