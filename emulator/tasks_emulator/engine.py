@@ -342,13 +342,13 @@ class Engine:
 
     # ---- tasks ---------------------------------------------------------------------
 
-    def _task(self, name: str, gone: str = "task_gone") -> TaskState:
+    def _task(self, name: str) -> TaskState:
         v.check_task_name(name)
         record = self.queues.get(name.rsplit("/tasks/", 1)[0])
         task = record.tasks.get(name) if record else None
         if task is None:
             recent = self._task_tombstones.get(name, -math.inf) > self.clock.now()
-            raise api_error(gone if recent else "task_not_found")
+            raise api_error("task_gone" if recent else "task_not_found")
         return task
 
     def create_task(self, parent: str, task: Any, view: int) -> Any:
@@ -394,7 +394,7 @@ class Engine:
                 return name
 
     def get_task(self, name: str, view: int) -> Any:
-        return self._task_out(self._task(name, gone="task_gone_get"), view)
+        return self._task_out(self._task(name), view)
 
     def list_tasks(self, parent: str, view: int, page_size: int, token: str) -> Any:
         record = self._queue(parent)

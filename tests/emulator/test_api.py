@@ -193,7 +193,7 @@ def test_delete_task(harness: Harness, target: Target) -> None:
     later = timestamp_pb2.Timestamp(seconds=int(START) + 60)
     task = harness.task(Q, target.url, schedule_time=later)
     harness.client.delete_task(name=task.name)
-    with raises("FAILED_PRECONDITION", exact=text("task_gone_get")):
+    with raises("NOT_FOUND", exact=text("task_gone")):
         harness.client.get_task(name=task.name)
     with raises("NOT_FOUND", exact=text("task_gone")):
         harness.client.delete_task(name=task.name)
@@ -214,7 +214,7 @@ def test_task_names_deduplicate_for_an_hour(harness: Harness, target: Target) ->
         harness.task(Q, target.url, name=name)
     harness.advance(10)
     assert len(target.received) == 1
-    with raises("FAILED_PRECONDITION", exact=text("task_gone_get")):
+    with raises("NOT_FOUND", exact=text("task_gone")):
         harness.client.get_task(name=name)
     with raises("ALREADY_EXISTS", exact=text("task_tombstoned")):
         harness.task(Q, target.url, name=name)

@@ -166,7 +166,7 @@ def test_stop_rule_end_to_end(
     task = harness.task(queue, target.url)
     harness.advance(1000)
     assert len(target.received) == expected_attempts
-    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
+    with pytest.raises(exceptions.NotFound, match="no longer exists"):
         harness.client.get_task(name=task.name)
 
 
@@ -199,7 +199,7 @@ def test_bookkeeping_through_get_task(harness: Harness, target: Target) -> None:
     assert task.schedule_time.timestamp() == pytest.approx(START + 30)
     harness.advance(15)
     assert len(target.received) == 3
-    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
+    with pytest.raises(exceptions.NotFound, match="no longer exists"):
         harness.client.get_task(name=created.name)
 
 
@@ -307,7 +307,7 @@ def test_run_task_ignores_pause_and_schedule(harness: Harness, target: Target) -
     assert ran.dispatch_count == 1
     harness.advance(0)
     assert len(target.received) == 1
-    with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
+    with pytest.raises(exceptions.NotFound, match="no longer exists"):
         harness.client.get_task(name=task.name)
 
 

@@ -99,7 +99,7 @@ def test_successful_answers(
     names = _run(harness, server.url)
     assert server.requests == 2
     for name in names:
-        with pytest.raises(exceptions.FailedPrecondition, match="no longer exists"):
+        with pytest.raises(exceptions.NotFound, match="no longer exists"):
             harness.client.get_task(name=name)
 
 
