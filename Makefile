@@ -10,7 +10,7 @@ UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN = $(UV) run --frozen
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync dev test lint format requirements manifest bench emulator
+.PHONY: help uv sync dev test lint format requirements manifest bench emulator gcloud
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,3 +52,6 @@ bench: sync ## Run the benchmarks (prints figures)
 
 emulator: sync ## Run the Cloud Tasks emulator alone, with the stack's queue
 	@$(RUN) python -m local_stack --stack Pulumi.$(STACK).yaml --skip worker --skip task-app
+
+gcloud: ## gcloud against the local system (make dev running): make gcloud ARGS="tasks queues list --location us-central1"
+	@CLOUDSDK_CONFIG=.local/$(STACK)/gcloud gcloud $(ARGS)

@@ -14,7 +14,6 @@ Figures are printed, not asserted.
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import tempfile
 import threading
@@ -22,11 +21,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import requests
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import field_mask_pb2
 
 from local_stack.plan import EMULATOR, TASK_APP, WORKER, Ports, build_plan
-from local_stack.queue import describe_queue, emulator_client
+from local_stack.queue import describe_queues
+from local_stack.rendering import declared_queues
 from local_stack.supervisor import LocalStack
 from stack_settings import load_stack_file
 
@@ -37,18 +40,6 @@ MAX_RATE_TASKS = 2000
 CLIENTS = 4
 PER_REQUEST = 100
 DELIVERY_TIMEOUT_SECONDS = 120.0
-
-
-def _free_ports() -> Ports:
-    sockets = [socket.socket() for _ in range(4)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        numbers = [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-    return Ports(task_app=numbers[0], worker=numbers[1], emulator=numbers[2], keys=numbers[3])
 
 
 class Deliveries:
@@ -130,16 +121,16 @@ def _throughput(url: str, deliveries: Deliveries, total: int, label: str) -> Non
 
 def main() -> None:
     settings = load_stack_file(STACK_FILE)
-    ports = _free_ports()
-    plan = build_plan(
-        settings, STACK_FILE, ports, state_dir=Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    )
+    ports = Ports.free()
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    queues = [queue.to_api() for queue in declared_queues(STACK_FILE, state_dir)]
+    plan = build_plan(settings, STACK_FILE, queues, ports=ports, state_dir=state_dir)
     deliveries = Deliveries()
     address = f"127.0.0.1:{ports.emulator}"
+    rest_url = f"http://127.0.0.1:{ports.rest}"
+    names = [str(queue["name"]) for queue in queues]
     stack = LocalStack(
-        plan,
-        deliveries,
-        probes={EMULATOR: lambda: describe_queue(address, settings.queue_id)},
+        plan, deliveries, probes={EMULATOR: lambda: describe_queues(rest_url, names)}
     )
     started = time.monotonic()
     try:
@@ -158,7 +149,8 @@ def main() -> None:
             f"Pulumi.dev.yaml queue ({settings.max_dispatches_per_second:g}/s)",
         )
 
-        client, channel = emulator_client(address)
+        channel = grpc.insecure_channel(address)
+        client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
         queue = client.get_queue(name=settings.queue_id)
         queue.rate_limits.max_dispatches_per_second = 500
         queue.rate_limits.max_concurrent_dispatches = 1000

@@ -12,6 +12,7 @@ Exit codes: 0 after a requested stop, 1 when a part failed, 2 for bad settings o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -25,27 +26,49 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from local_stack.plan import EMULATOR, PART_NAMES, TASK_APP, WORKER, Part, Ports, build_plan
-from local_stack.queue import describe_queue
+from local_stack.plan import (
+    EMULATOR,
+    PART_NAMES,
+    TASK_APP,
+    WORKER,
+    Part,
+    Ports,
+    build_plan,
+    state_dir_for,
+)
+from local_stack.queue import describe_queues
+from local_stack.rendering import declared_queues
 from local_stack.supervisor import STACK, LocalStack, StartupError, StopRequested
-from stack_settings import SettingsError, load_stack_file
+from stack_settings import SettingsError, StackSettings, load_stack_file
 
 EXIT_STOPPED, EXIT_PART_FAILED, EXIT_USAGE = 0, 1, 2
 # Stop requests closer together than this are one request, not a request to force.
 SAME_STOP_SECONDS = 1.0
 
-# (role as messages name it, option, environment variable, default)
+# (role as messages name it, option, environment variable, Ports field)
 PORT_OPTIONS = (
-    ("task-app", "--port", "TASK_APP_PORT", Ports.task_app),
-    ("worker", "--worker-port", "WORKER_PORT", Ports.worker),
-    ("emulator gRPC", "--emulator-port", "EMULATOR_PORT", Ports.emulator),
-    ("emulator keys", "--keys-port", "EMULATOR_KEYS_PORT", Ports.keys),
+    ("task-app", "--port", "TASK_APP_PORT", "task_app"),
+    ("worker", "--worker-port", "WORKER_PORT", "worker"),
+    ("emulator gRPC", "--emulator-port", "EMULATOR_PORT", "emulator"),
+    ("emulator keys", "--keys-port", "EMULATOR_KEYS_PORT", "keys"),
+    ("emulator REST", "--rest-port", "EMULATOR_REST_PORT", "rest"),
+    (
+        "task-app metadata",
+        "--task-app-metadata-port",
+        "TASK_APP_METADATA_PORT",
+        "task_app_metadata",
+    ),
+    ("worker metadata", "--worker-metadata-port", "WORKER_METADATA_PORT", "worker_metadata"),
 )
 ROLE_PART = {
     "task-app": TASK_APP,
     "worker": WORKER,
     "emulator gRPC": EMULATOR,
     "emulator keys": EMULATOR,
+    "emulator REST": EMULATOR,
+    # The metadata servers are the emulator's, one per service account.
+    "task-app metadata": EMULATOR,
+    "worker metadata": EMULATOR,
 }
 
 _COLOURS = {EMULATOR: "\033[35m", WORKER: "\033[36m", TASK_APP: "\033[32m", STACK: "\033[1m"}
@@ -145,11 +168,12 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
         default="127.0.0.1",
         help="address every part listens on (default: 127.0.0.1, this machine only)",
     )
-    for role, option, variable, default in PORT_OPTIONS:
+    defaults = Ports()
+    for role, option, variable, field in PORT_OPTIONS:
         parser.add_argument(
             option,
             metavar="N",
-            help=f"{role} port (default: ${variable} or {default})",
+            help=f"{role} port (default: ${variable} or {getattr(defaults, field)})",
         )
     parser.add_argument(
         "--skip",
@@ -166,6 +190,13 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
         "as Cloud Logging receives them) instead of severity, message and fields",
     )
     parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the runner keeps the stack's local files: the emulator's configuration "
+        "and state, the gcloud folder (default: .local/<stack> in the project)",
+    )
+    parser.add_argument(
         "--startup-timeout",
         type=float,
         default=60.0,
@@ -174,16 +205,12 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
     )
     args = parser.parse_args(argv)
     ports = {}
-    for (_role, option, variable, default), field in zip(
-        PORT_OPTIONS, ("task_app", "worker", "emulator", "keys"), strict=True
-    ):
+    for _role, option, variable, field in PORT_OPTIONS:
         given = getattr(args, option.lstrip("-").replace("-", "_"))
         if given is not None:
             ports[field] = _port(given, option)
         elif environ.get(variable):
             ports[field] = _port(environ[variable], variable)
-        else:
-            ports[field] = default
     args.ports = Ports(**ports)
     return args
 
@@ -192,7 +219,7 @@ def port_problems(host: str, ports: Ports, skip: Sequence[str] = ()) -> list[str
     """Every port that cannot be used, each with a way out; empty when all are free."""
     problems = []
     seen: dict[int, str] = {}
-    for role, option, variable, _default in PORT_OPTIONS:
+    for role, option, variable, _field in PORT_OPTIONS:
         if ROLE_PART[role] in skip:
             continue
         port = ports.by_role()[role]
@@ -226,8 +253,22 @@ def _port_free(host: str, port: int) -> bool:
 
 def run_yourself(part: Part) -> str:
     """The shell command that runs a skipped part the way the runner would."""
+    unset = [f"-u {name}" for name in part.unset]
     env = [f"{key}={shlex.quote(value)}" for key, value in part.env.items()]
-    return " ".join(["cd", shlex.quote(str(part.cwd)), "&&", *env, shlex.join(part.argv)])
+    command = ["cd", shlex.quote(str(part.cwd)), "&&", "env", *unset, *env]
+    return " ".join([*command, shlex.join(part.argv)])
+
+
+def gcloud_hint(state_dir: Path, settings: StackSettings) -> str:
+    """How to point gcloud at the local system (its own configuration folder, so the
+    developer's gcloud setup is never touched)."""
+    folder = state_dir / "gcloud"
+    with contextlib.suppress(ValueError):
+        folder = folder.relative_to(Path.cwd())
+    return (
+        f'gcloud: make gcloud ARGS="tasks queues describe {settings.queue_name} '
+        f'--location {settings.region}" (or CLOUDSDK_CONFIG={folder} gcloud ...)'
+    )
 
 
 def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int:
@@ -246,16 +287,21 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
             print(f"local_stack: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
-    plan = build_plan(settings, stack_file, args.ports, args.host)
+    state_dir = args.state_dir or state_dir_for(stack_file)
+    queues = [queue.to_api() for queue in declared_queues(stack_file, state_dir)]
+    plan = build_plan(
+        settings, stack_file, queues, ports=args.ports, host=args.host, state_dir=state_dir
+    )
     for name in args.skip:
         plan[name].write_files()
         say(STACK, f"{name:<8} skipped; to run it yourself: {run_yourself(plan.pop(name))}")
 
-    emulator_address = f"{args.host}:{args.ports.emulator}"
+    rest_url = f"http://{args.host}:{args.ports.rest}"
+    names = [str(queue["name"]) for queue in queues]
     stack = LocalStack(
         plan,
         say,
-        probes={EMULATOR: lambda: describe_queue(emulator_address, settings.queue_id)},
+        probes={EMULATOR: lambda: describe_queues(rest_url, names)},
         startup_timeout=args.startup_timeout,
     )
 
@@ -286,6 +332,8 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
         say(STACK, f"could not start: {error}; stopping the others")
         stack.stop()
         return EXIT_PART_FAILED
+    if EMULATOR in plan:
+        say(STACK, gcloud_hint(state_dir, settings))
     if TASK_APP in plan:
         say(STACK, f"open {plan[TASK_APP].url} (Ctrl-C stops everything)")
     else:

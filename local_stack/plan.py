@@ -8,9 +8,11 @@ interface, and the task-app talks to the emulator instead of Google's endpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,26 @@ class Ports:
     worker: int = 8081
     emulator: int = 8123
     keys: int = 8124
+    rest: int = 8125
+    task_app_metadata: int = 8126
+    worker_metadata: int = 8127
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> Ports:
+        """Distinct free ports on ``host``, one per part's port (held open together, so
+        none is handed out twice), for systems that run beside another."""
+        names = [item.name for item in dataclasses.fields(cls)]
+        sockets = []
+        try:
+            for _ in names:
+                sock = socket.socket()
+                sock.bind((host, 0))
+                sockets.append(sock)
+            numbers = [int(sock.getsockname()[1]) for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+        return cls(**dict(zip(names, numbers, strict=True)))
 
     def by_role(self) -> dict[str, int]:
         """Each port with what it is for, in the words used in error messages."""
@@ -49,6 +71,9 @@ class Ports:
             "worker": self.worker,
             "emulator gRPC": self.emulator,
             "emulator keys": self.keys,
+            "emulator REST": self.rest,
+            "task-app metadata": self.task_app_metadata,
+            "worker metadata": self.worker_metadata,
         }
 
 
@@ -64,10 +89,10 @@ class Part:
     url: str
     """What the status line shows a person."""
     cwd: Path = PROJECT_DIR
-    needs: tuple[str, ...] = field(default=())
-    """Parts that must be ready before this one starts."""
     files: Mapping[Path, str] = field(default_factory=dict)
     """Files to write before the part starts (path -> content)."""
+    unset: tuple[str, ...] = ()
+    """Variables of the runner's own environment the part must not inherit."""
 
     def write_files(self) -> None:
         for path, content in self.files.items():
@@ -77,7 +102,29 @@ class Part:
 
 def task_app_service_account(settings: StackSettings) -> str:
     """The task-app's service-account email, as the stack names it on Google Cloud."""
-    return f"{settings.task_app_name}@{settings.project}.iam.gserviceaccount.com"
+    return service_account(settings, settings.task_app_name)
+
+
+def service_account(settings: StackSettings, account_id: str) -> str:
+    """A service account's email in the stack's project."""
+    return f"{account_id}@{settings.project}.iam.gserviceaccount.com"
+
+
+# Credentials a developer's machine may hold that google-auth would find before the
+# metadata server: a service's identity must be the one the stack gives it, nothing else.
+FOREIGN_CREDENTIALS = ("GOOGLE_APPLICATION_CREDENTIALS",)
+
+
+def identity_env(host: str, metadata_port: int, gcloud_dir: Path) -> dict[str, str]:
+    """What makes google.auth.default() in a service find its own account, as on Cloud Run:
+    the emulator's metadata server for that account, and an empty gcloud folder in place of
+    the developer's own (whose application-default credentials would win otherwise)."""
+    address = f"{host}:{metadata_port}"
+    return {
+        "GCE_METADATA_HOST": address,
+        "GCE_METADATA_IP": address,
+        "CLOUDSDK_CONFIG": str(gcloud_dir),
+    }
 
 
 def _gunicorn(service: str) -> tuple[str, ...]:
@@ -98,24 +145,42 @@ def state_dir_for(stack_file: Path) -> Path:
     return STATE_ROOT / stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
 
 
-def emulator_config(settings: StackSettings) -> str:
-    """The emulator's start-up configuration: the stack's queue, as the REST API writes it."""
-    queue = settings.queue_spec().to_api(settings.queue_id)
-    return json.dumps({"queues": [queue]}, indent=2) + "\n"
+def emulator_config(queues: Sequence[Mapping[str, object]]) -> str:
+    """The emulator's start-up configuration: the stack's queues with their IAM policies, as
+    the REST API writes them."""
+    return json.dumps({"queues": list(queues)}, indent=2) + "\n"
+
+
+def gcloud_config(settings: StackSettings, rest_url: str) -> dict[str, str]:
+    """A gcloud configuration folder's files (relative path -> content) that point gcloud at
+    the local system, without credentials, leaving the developer's own setup untouched."""
+    return {
+        "active_config": "default",  # read as it is: no newline
+        "configurations/config_default": (
+            f"[core]\nproject = {settings.project}\n\n"
+            "[auth]\ndisable_credentials = True\n\n"
+            f"[api_endpoint_overrides]\ncloudtasks = {rest_url}/\n"
+        ),
+    }
 
 
 def build_plan(
     settings: StackSettings,
     stack_file: Path,
+    queues: Sequence[Mapping[str, object]],
+    *,
     ports: Ports | None = None,
     host: str = "127.0.0.1",
     state_dir: Path | None = None,
 ) -> dict[str, Part]:
-    """The three parts, keyed by name, in start order (emulator first). The runner's files
-    go to ``state_dir`` (default: ``.local/<stack>`` in the project)."""
+    """The three parts, keyed by name. ``queues`` are the stack's queues with their IAM
+    policies (``rendering.declared_queues``). The runner's files go to ``state_dir``
+    (default: ``.local/<stack>`` in the project)."""
     ports = ports or Ports()
     state_dir = state_dir or state_dir_for(stack_file)
     config_file = state_dir / "emulator-config.json"
+    rest_url = f"http://{host}:{ports.rest}"
+    worker_account = service_account(settings, settings.worker_name)
     base = f"http://{host}:"
     worker_url = f"{base}{ports.worker}"
     keys_url = f"{base}{ports.keys}"
@@ -135,16 +200,25 @@ def build_plan(
             str(ports.emulator),
             "--keys-port",
             str(ports.keys),
-            # The REST API on a free port: a fixed one would collide between stacks.
             "--rest-port",
-            "0",
+            str(ports.rest),
+            "--metadata",
+            f"{caller}={ports.task_app_metadata}",
+            "--metadata",
+            f"{worker_account}={ports.worker_metadata}",
             "--config",
             str(config_file),
         ),
         env={},
-        files={config_file: emulator_config(settings)},
+        files={
+            config_file: emulator_config(queues),
+            **{
+                state_dir / "gcloud" / name: content
+                for name, content in gcloud_config(settings, rest_url).items()
+            },
+        },
         health_url=f"{keys_url}/.well-known/openid-configuration",
-        url=f"gRPC {emulator_address}, keys {keys_url}",
+        url=f"gRPC {emulator_address}, REST {rest_url}, keys {keys_url}",
     )
     worker = Part(
         name=WORKER,
@@ -156,11 +230,12 @@ def build_plan(
             contract.OIDC_AUDIENCE.name: worker_url,
             contract.OIDC_CERTS_URL.name: f"{keys_url}/oauth2/v1/certs",
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
+            **identity_env(host, ports.worker_metadata, state_dir / WORKER / "gcloud"),
         },
         health_url=f"{worker_url}/healthz",
         url=worker_url,
         cwd=APP_DIR,
-        needs=(EMULATOR,),
+        unset=FOREIGN_CREDENTIALS,
     )
     task_app = Part(
         name=TASK_APP,
@@ -174,10 +249,11 @@ def build_plan(
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.SECRET_KEY.name: DEV_SECRET_KEY,
             contract.CLOUD_TASKS_EMULATOR_HOST.name: emulator_address,
+            **identity_env(host, ports.task_app_metadata, state_dir / TASK_APP / "gcloud"),
         },
         health_url=f"{base}{ports.task_app}/healthz",
         url=f"{base}{ports.task_app}",
         cwd=APP_DIR,
-        needs=(EMULATOR,),
+        unset=FOREIGN_CREDENTIALS,
     )
     return {part.name: part for part in (emulator, worker, task_app)}

@@ -6,11 +6,13 @@ supervisor, which then stops the parts in an orderly way: SIGTERM to each group,
 period, then SIGKILL to whatever is left. A part that exits on its own is reported by name
 and stops the rest.
 
-Built on the standard library rather than a Procfile runner such as honcho: the parts must
-start in order, each only once the one it needs answers (the queue must exist before the
-task-app serves its page), which a Procfile runner does not do (it starts every process at
-once), and the few lines of process handling needed here are easier to test than a new
-dependency's behaviour.
+Built on the standard library rather than a Procfile runner such as honcho: the runner must
+know when each part is ready (an HTTP probe, and for the emulator its queues read back),
+stop them with a grace period and make them die with it, which a Procfile runner does not
+do, and the few lines of process handling needed here are easier to test than a new
+dependency's behaviour. Every part starts at once: none needs another to start, only to
+serve (the services reach the emulator on their first request), so the system is ready
+as soon as its slowest part is.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 class LocalStack:
     """The running parts of the local system.
 
-    ``start`` starts the parts in order (each after the parts it needs are ready), ``wait``
+    ``start`` starts the parts and waits until each is ready, ``wait``
     blocks until a stop is requested or a part exits, ``stop`` stops them all. Parts must be
     started from a thread that outlives them (the main thread), because the kernel's
     parent-death signal is tied to the starting thread.
@@ -119,29 +121,17 @@ class LocalStack:
     # ---- start -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts every part and waits until each is ready. Raises StartupError naming the
-        part that failed, or StopRequested; in both cases the caller then calls stop()."""
-        pending = list(self.parts)
-        while pending:
-            # Start every part whose needs are met (or run elsewhere), then wait for them.
-            batch = [
-                name
-                for name in pending
-                if all(
-                    need in self.processes or need not in self.parts
-                    for need in self.parts[name].needs
-                )
-            ]
-            if not batch:
-                raise StartupError(f"parts {pending} need each other; nothing can start")
-            for name in batch:
-                self._spawn(self.parts[name])
-            self._wait_ready(batch)
-            pending = [name for name in pending if name not in batch]
+        """Starts every part at once and waits until each is ready. Raises StartupError
+        naming the part that failed, or StopRequested; in both cases the caller then calls
+        stop()."""
+        for part in self.parts.values():
+            self._spawn(part)
+        self._wait_ready(self.parts)
 
     def _spawn(self, part: Part) -> None:
         part.write_files()
-        env = {**os.environ, **part.env, "PYTHONUNBUFFERED": "1"}
+        inherited = {key: value for key, value in os.environ.items() if key not in part.unset}
+        env = {**inherited, **part.env, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
             part.argv,
             cwd=part.cwd,

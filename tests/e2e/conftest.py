@@ -6,9 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_stack.plan import build_plan
+from local_stack.plan import Ports, build_plan
 from stack_settings import load_stack_file
-from tests.e2e.harness import STACK_FILE, StackLog, System, free_ports, start_system
+from tests.e2e.harness import (
+    STACK_FILE,
+    StackLog,
+    System,
+    stack_queues,
+    start_system,
+)
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +22,14 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """The whole local system with Pulumi.dev.yaml's queue, shared by the end-to-end tests
     (each test uses its own task ids, and waits until its tasks are done)."""
     settings = load_stack_file(STACK_FILE)
-    ports = free_ports()
-    plan = build_plan(settings, STACK_FILE, ports, state_dir=tmp_path_factory.mktemp("state"))
+    ports = Ports.free()
+    plan = build_plan(
+        settings,
+        STACK_FILE,
+        stack_queues(),
+        ports=ports,
+        state_dir=tmp_path_factory.mktemp("state"),
+    )
     log = StackLog()
     stack = start_system(plan, log, ports)
     try:

@@ -8,8 +8,8 @@ with the moment it arrived, so tests can assert on what the worker logged and wh
 
 from __future__ import annotations
 
+import functools
 import json
-import socket
 import threading
 import time
 import uuid
@@ -18,31 +18,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import requests
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from local_stack.plan import EMULATOR, TASK_APP, WORKER, Part, Ports
-from local_stack.queue import describe_queue, emulator_client
+from local_stack.queue import describe_queues
+from local_stack.rendering import render_queues
 from local_stack.supervisor import LocalStack, StartupError
-from stack_settings import StackSettings, load_stack_file
+from stack_settings import StackSettings
 
 STACK_FILE = Path("Pulumi.dev.yaml")
 T = TypeVar("T")
 
 
-def free_ports() -> Ports:
-    """Four distinct free loopback ports (held open together so none is handed out twice)."""
-    sockets = []
-    try:
-        for _ in range(4):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        task_app, worker, emulator, keys = (s.getsockname()[1] for s in sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return Ports(task_app=task_app, worker=worker, emulator=emulator, keys=keys)
+@functools.cache
+def stack_queues(stack_file: Path = STACK_FILE) -> list[dict[str, Any]]:
+    """The stack's queues with their IAM policies, as the runner hands them to the emulator
+    (rendered once per test session)."""
+    return [queue.to_api() for queue in render_queues(stack_file)]
+
+
+def emulator_client(address: str) -> tasks_v2.CloudTasksClient:
+    """The unmodified official client on an insecure gRPC channel to a local emulator."""
+    channel = grpc.insecure_channel(address)
+    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class System:
     def client(self) -> tasks_v2.CloudTasksClient:
         """The official Cloud Tasks client, talking to the emulator (one per system)."""
         if self._client is None:
-            self._client, _channel = emulator_client(f"127.0.0.1:{self.ports.emulator}")
+            self._client = emulator_client(f"127.0.0.1:{self.ports.emulator}")
         return self._client
 
     def worker_records(self, task_id: str, entries: list[Entry] | None = None) -> list[Entry]:
@@ -165,9 +166,9 @@ def start_system(parts: dict[str, Part], log: StackLog, ports: Ports) -> LocalSt
     """Starts the given parts (all three, or a subset) and waits until they are ready."""
     probes = {}
     if EMULATOR in parts:
-        settings = load_stack_file(STACK_FILE)
-        address = f"127.0.0.1:{ports.emulator}"
-        probes[EMULATOR] = lambda: describe_queue(address, settings.queue_id)
+        rest_url = f"http://127.0.0.1:{ports.rest}"
+        names = [str(queue["name"]) for queue in stack_queues()]
+        probes[EMULATOR] = lambda: describe_queues(rest_url, names)
     stack = LocalStack(parts, log, probes=probes, startup_timeout=60, grace=10)
     try:
         stack.start()

@@ -19,14 +19,14 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
 
-from local_stack.plan import EMULATOR, TASK_APP, WORKER, build_plan, task_app_service_account
+from local_stack.plan import EMULATOR, TASK_APP, WORKER, Ports, build_plan, task_app_service_account
 from stack_settings import load_stack_file
 from tests.e2e.harness import (
     STACK_FILE,
     Entry,
     StackLog,
     System,
-    free_ports,
+    stack_queues,
     start_system,
     unique_id,
 )
@@ -315,8 +315,8 @@ def test_tasks_wait_for_a_worker_that_is_down_and_none_is_lost(tmp_path: Path) -
     """The worker is down when tasks are scheduled (the emulator's attempts are refused);
     once it is back, every task arrives by the queue's retries, each exactly once."""
     settings = load_stack_file(STACK_FILE)
-    ports = free_ports()
-    plan = build_plan(settings, Path(STACK_FILE), ports, state_dir=tmp_path)
+    ports = Ports.free()
+    plan = build_plan(settings, Path(STACK_FILE), stack_queues(), ports=ports, state_dir=tmp_path)
     log = StackLog()
     without_worker = {name: plan[name] for name in (EMULATOR, TASK_APP)}
     stack = start_system(without_worker, log, ports)

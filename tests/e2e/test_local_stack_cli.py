@@ -14,6 +14,7 @@ import pytest
 from local_stack.cli import LinePrinter, main, parse_args, port_problems, readable, run_yourself
 from local_stack.plan import EMULATOR, TASK_APP, WORKER, Ports, build_plan
 from stack_settings import load_stack_file, stack_files
+from tests.e2e.harness import stack_queues
 
 
 @pytest.mark.parametrize("stack_file", stack_files(), ids=lambda path: path.name)
@@ -22,8 +23,12 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     target and OIDC audience, the task-app's service account as token email on one side and
     expected caller on the other, one dispatch deadline, the emulator's keys for checking."""
     settings = load_stack_file(stack_file)
-    ports = Ports(task_app=18080, worker=18081, emulator=18123, keys=18124)
-    plan = build_plan(settings, stack_file, ports, state_dir=Path("/state"))
+    ports = Ports(
+        task_app=18080, worker=18081, emulator=18123, keys=18124, rest=18125,
+        task_app_metadata=18126, worker_metadata=18127,
+    )  # fmt: skip
+    queues = stack_queues(stack_file)
+    plan = build_plan(settings, stack_file, queues, ports=ports, state_dir=Path("/state"))
     assert list(plan) == [EMULATOR, WORKER, TASK_APP]
     app, worker, emulator = plan[TASK_APP].env, plan[WORKER].env, plan[EMULATOR]
 
@@ -41,10 +46,25 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     argv = emulator.argv
     config_file = Path(argv[argv.index("--config") + 1])
     assert config_file == Path("/state/emulator-config.json")
-    (queue,) = json.loads(emulator.files[config_file])["queues"]
-    assert queue["name"] == settings.queue_id
+    assert json.loads(emulator.files[config_file])["queues"] == queues
+    queue = next(q for q in queues if q["name"] == settings.queue_id)
     assert queue["rateLimits"]["maxDispatchesPerSecond"] == settings.max_dispatches_per_second
     assert queue["retryConfig"]["maxAttempts"] == settings.max_attempts
+    assert argv[argv.index("--rest-port") + 1] == "18125"
+    worker_sa = f"{settings.worker_name}@{settings.project}.iam.gserviceaccount.com"
+    metadata = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--metadata"]
+    assert metadata == [f"{sa}=18126", f"{worker_sa}=18127"]
+    # Each service finds its own account through the metadata server, as on Cloud Run, and
+    # no credentials of the developer's machine.
+    assert app["GCE_METADATA_HOST"] == app["GCE_METADATA_IP"] == "127.0.0.1:18126"
+    assert worker["GCE_METADATA_HOST"] == worker["GCE_METADATA_IP"] == "127.0.0.1:18127"
+    assert app["CLOUDSDK_CONFIG"] != worker["CLOUDSDK_CONFIG"]
+    assert Path(app["CLOUDSDK_CONFIG"]).is_relative_to("/state")
+    for service in (TASK_APP, WORKER):
+        assert "GOOGLE_APPLICATION_CREDENTIALS" in plan[service].unset
+    gcloud = emulator.files[Path("/state/gcloud/configurations/config_default")]
+    assert "cloudtasks = http://127.0.0.1:18125/" in gcloud
+    assert "disable_credentials = True" in gcloud
     assert argv[argv.index("--port") + 1] == "18123"
     assert argv[argv.index("--keys-port") + 1] == "18124"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
@@ -123,8 +143,9 @@ def test_a_skipped_part_is_described_so_it_can_be_run_by_hand() -> None:
     """--skip worker prints the exact command and environment the runner would have used,
     so a developer runs that part in a debugger with the same wiring."""
     settings = load_stack_file("Pulumi.dev.yaml")
-    worker = build_plan(settings, Path("Pulumi.dev.yaml"))[WORKER]
+    worker = build_plan(settings, Path("Pulumi.dev.yaml"), stack_queues())[WORKER]
     command = run_yourself(worker)
+    assert "env -u GOOGLE_APPLICATION_CREDENTIALS " in command
     assert "OIDC_SERVICE_ACCOUNT=task-app@cloud-run-tasks-dev.iam.gserviceaccount.com" in command
     assert "'worker:create_app()'" in command
     assert "HOST=127.0.0.1 PORT=8081" in command

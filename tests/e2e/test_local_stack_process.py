@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import alive, free_ports, group_alive
+from local_stack.plan import Ports
+from tests.e2e.harness import alive, group_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +29,24 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 class Runner:
     """``python -m local_stack`` in a child process, its output collected line by line."""
 
-    def __init__(self) -> None:
-        self.ports = free_ports()
+    def __init__(self, state_dir: Path) -> None:
+        self.ports = Ports.free()
         env = {
             **os.environ,
             "TASK_APP_PORT": str(self.ports.task_app),
             "WORKER_PORT": str(self.ports.worker),
             "EMULATOR_PORT": str(self.ports.emulator),
             "EMULATOR_KEYS_PORT": str(self.ports.keys),
+            "EMULATOR_REST_PORT": str(self.ports.rest),
+            "TASK_APP_METADATA_PORT": str(self.ports.task_app_metadata),
+            "WORKER_METADATA_PORT": str(self.ports.worker_metadata),
             "PYTHONUNBUFFERED": "1",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", "--stack", "Pulumi.dev.yaml"],
+            [
+                *(sys.executable, "-m", "local_stack", "--stack", "Pulumi.dev.yaml"),
+                *("--state-dir", str(state_dir)),
+            ],
             cwd=PROJECT_DIR,
             env=env,
             stdout=subprocess.PIPE,
@@ -87,8 +94,8 @@ class Runner:
 
 
 @pytest.fixture
-def runner() -> Iterator[Runner]:
-    started = Runner()
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    started = Runner(tmp_path)
     try:
         yield started
     finally:
