@@ -22,6 +22,7 @@ from components import (
     ImageRegistryArgs,
     ProjectApis,
     ProjectApisArgs,
+    QueueGrant,
     SecretEnv,
     ServiceIdentity,
     ServiceIdentityArgs,
@@ -135,7 +136,16 @@ queue = TaskQueue(
         location=region,
         queue_name=settings.queue_name,
         spec=settings.queue_spec(),
-        enqueuers={"task-app": task_app_identity.member},
+        grants={
+            "task-app": [
+                # CreateTask (POST /tasks).
+                QueueGrant("roles/cloudtasks.enqueuer", task_app_identity.member),
+                # ListTasks (the page and GET /api/tasks) needs cloudtasks.tasks.list. Of
+                # Google's predefined roles only viewer, editor and admin hold it; viewer is
+                # the smallest (it reads the queue and its tasks and changes nothing).
+                QueueGrant("roles/cloudtasks.viewer", task_app_identity.member),
+            ]
+        },
         deletion_protection=settings.deletion_protection,
         requires=apis.require(TASKS_API),
     ),

@@ -45,6 +45,8 @@ NOISE: dict[str, frozenset[str]] = {
 ROLE_VERBS = {
     "roles/run.invoker": "invoke",
     "roles/cloudtasks.enqueuer": "enqueue on",
+    "roles/cloudtasks.viewer": "list tasks of",
+    "roles/cloudtasks.taskDeleter": "delete tasks of",
     "roles/iam.serviceAccountUser": "act as",
     "roles/iam.serviceAccountTokenCreator": "mint tokens as",
     "roles/iam.serviceAccountOpenIdTokenCreator": "mint OIDC tokens as",

@@ -45,8 +45,8 @@ def test_worker_is_never_public(stack: StackRun) -> None:
 
 
 def test_the_grants_are_exactly_the_designed_set(stack: StackRun) -> None:
-    """Item 8 and the CSRF key: the only grants are task-app -> invoker on the worker,
-    enqueuer on the queue, serviceAccountUser on itself, secretAccessor on its one secret,
+    """The only grants are task-app -> invoker on the worker, enqueuer (create) and viewer
+    (list) on the queue, serviceAccountUser on itself, secretAccessor on its one secret,
     plus the public invoker on the task-app. Any extra grant is a review finding."""
     task_app_sa = account_named(stack, "task-app")
     member = f"serviceAccount:{task_app_sa.outputs['email']}"
@@ -65,10 +65,11 @@ def test_the_grants_are_exactly_the_designed_set(stack: StackRun) -> None:
         (SERVICE_INVOKER, "worker", "roles/run.invoker", member),
         (SERVICE_INVOKER, "task-app", "roles/run.invoker", "allUsers"),
         (QUEUE_MEMBER, "jobs", "roles/cloudtasks.enqueuer", member),
+        (QUEUE_MEMBER, "jobs", "roles/cloudtasks.viewer", member),
         (SA_MEMBER, task_app_sa.outputs["name"], "roles/iam.serviceAccountUser", member),
         (SECRET_MEMBER, secret.outputs["secretId"], "roles/secretmanager.secretAccessor", member),
     }
-    assert len(iam_resources(stack)) == 5
+    assert len(iam_resources(stack)) == 6
 
 
 def test_grants_are_non_authoritative_members_on_one_resource(stack: StackRun) -> None:
@@ -92,15 +93,18 @@ def test_service_account_grant_addresses_the_account_by_name(stack: StackRun) ->
     assert grant.inputs["serviceAccountId"] != account.outputs["email"]
 
 
-def test_queue_grant_is_on_the_stack_queue(stack: StackRun) -> None:
-    """The enqueuer grant must name this queue (project, location, name), or CreateTask
-    is refused with PERMISSION_DENIED."""
-    grant, queue = stack.one(QUEUE_MEMBER), stack.one(QUEUE)
-    assert (grant.inputs["project"], grant.inputs["location"], grant.inputs["name"]) == (
-        queue.inputs["project"],
-        queue.inputs["location"],
-        queue.outputs["name"],
-    )
+def test_queue_grants_are_on_the_stack_queue(stack: StackRun) -> None:
+    """Each queue grant must name this queue (project, location, name), or CreateTask and
+    ListTasks are refused with PERMISSION_DENIED."""
+    queue = stack.one(QUEUE)
+    grants = stack.of_type(QUEUE_MEMBER)
+    assert grants
+    for grant in grants:
+        assert (grant.inputs["project"], grant.inputs["location"], grant.inputs["name"]) == (
+            queue.inputs["project"],
+            queue.inputs["location"],
+            queue.outputs["name"],
+        )
 
 
 def test_session_key_only_reaches_the_task_app_through_secret_manager(stack: StackRun) -> None:
