@@ -151,6 +151,43 @@ queue = TaskQueue(
     ),
 )
 
+# The dead-letter queue: PAUSED, so Cloud Tasks keeps its tasks and never dispatches them.
+# The worker parks a task there before answering its last failed attempt; the task-app
+# lists the dead letters (with their bodies), replays one as a new task on the queue above
+# and deletes it. Grants on this queue alone, each the smallest predefined role holding the
+# permission (see stack_review/data/permission_map.json).
+dead_letters = TaskQueue(
+    settings.dead_letter_queue_name,
+    TaskQueueArgs(
+        project=project,
+        location=region,
+        queue_name=settings.dead_letter_queue_name,
+        # Its tasks are never dispatched; the same settings keep a resumed queue as gentle
+        # with the worker as the live one.
+        spec=settings.queue_spec(),
+        desired_state="PAUSED",
+        grants={
+            # CreateTask: cloudtasks.tasks.create. A parked task carries no OIDC token (its
+            # queue never dispatches), so the worker needs no actAs.
+            "worker": [QueueGrant("roles/cloudtasks.enqueuer", worker_identity.member)],
+            "task-app": [
+                # ListTasks: cloudtasks.tasks.list (viewer is the smallest role holding it).
+                QueueGrant("roles/cloudtasks.viewer", task_app_identity.member),
+                # The FULL view (a dead letter's body is what it tells and what a replay
+                # sends) needs cloudtasks.tasks.fullView: held by enqueuer and taskRunner
+                # alone among the small roles; enqueuer's other permission only adds tasks
+                # to a paused queue, taskRunner's would dispatch them.
+                QueueGrant("roles/cloudtasks.enqueuer", task_app_identity.member),
+                # DeleteTask (Discard, and the end of a Replay): cloudtasks.tasks.delete.
+                QueueGrant("roles/cloudtasks.taskDeleter", task_app_identity.member),
+            ],
+        },
+        deletion_protection=settings.deletion_protection,
+        requires=apis.require(TASKS_API),
+    ),
+)
+retry_config = settings.retry_config_json()
+
 # ---- services --------------------------------------------------------------------------
 deadline = str(settings.dispatch_deadline_seconds)
 worker = CloudRunService(
@@ -166,6 +203,9 @@ worker = CloudRunService(
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
+            # The last-attempt judgement, and where a task given up on is parked.
+            contract.QUEUE_RETRY_CONFIG.name: retry_config,
+            contract.DEAD_LETTER_QUEUE.name: dead_letters.queue_id,
         },
         concurrency=REQUEST_THREADS,
         cpu=settings.worker_cpu,
@@ -207,6 +247,9 @@ task_app = CloudRunService(
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
+            # Each task's retry plan on the page; the dead letters it lists and replays.
+            contract.QUEUE_RETRY_CONFIG.name: retry_config,
+            contract.DEAD_LETTER_QUEUE.name: dead_letters.queue_id,
         },
         concurrency=REQUEST_THREADS,
         secret_env={
@@ -227,6 +270,7 @@ task_app = CloudRunService(
 pulumi.export("taskAppUrl", task_app.uri)
 pulumi.export("workerUrl", worker.uri)
 pulumi.export("queueId", queue.queue_id)
+pulumi.export("deadLetterQueueId", dead_letters.queue_id)
 pulumi.export("taskAppServiceAccount", task_app_identity.email)
 pulumi.export("workerServiceAccount", worker_identity.email)
 pulumi.export("taskAppImage", images["task-app"].ref)

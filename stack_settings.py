@@ -14,6 +14,7 @@ the key, the value given and what is allowed, before anything is declared.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ PROJECT_DIR = Path(__file__).resolve().parent
 # Cloud Run's CPU choices and the least memory each needs.
 CPU_MIN_MEMORY_MIB = {1: 128, 2: 128, 4: 2048, 6: 4096, 8: 4096}
 MAX_MEMORY_MIB = 32 * 1024
+DEAD_LETTER_SUFFIX = "-dead"
 
 _DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")
 _MEMORY = re.compile(r"^([1-9]\d*)(Mi|Gi)$")
@@ -184,7 +186,12 @@ class StackSettings(BaseModel):
     ]
     keep_image_versions: Annotated[int, _whole_range(1, 1000)]
     queue_name: Annotated[
-        str, _name_pattern(r"^[A-Za-z0-9-]{1,100}$", "1-100 letters, digits or hyphens")
+        str,
+        _name_pattern(
+            r"^[A-Za-z0-9-]{1,95}$",
+            "1-95 letters, digits or hyphens (the dead-letter queue is <name>-dead, and "
+            "Cloud Tasks allows 100)",
+        ),
     ]
     task_app_name: ServiceName
     worker_name: ServiceName
@@ -218,6 +225,23 @@ class StackSettings(BaseModel):
     @property
     def queue_id(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.queue_name}"
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        """The paused queue that keeps the tasks given up on: never dispatched, so its
+        tasks stay (until their retention ends) for a person to replay or discard."""
+        return f"{self.queue_name}{DEAD_LETTER_SUFFIX}"
+
+    @property
+    def dead_letter_queue_id(self) -> str:
+        return (
+            f"projects/{self.project}/locations/{self.region}/queues/{self.dead_letter_queue_name}"
+        )
+
+    def retry_config_json(self) -> str:
+        """The queue's retry config as the API writes it, as the services get it
+        (QUEUE_RETRY_CONFIG)."""
+        return json.dumps(self.queue_spec().retry_config.to_api(), sort_keys=True)
 
     def queue_spec(self) -> QueueSpec:
         """The queue's rate limits, retry configuration and logging, as one typed value."""

@@ -35,26 +35,42 @@ def test_the_map_names_the_calls_the_issue_lists(settings: StackSettings) -> Non
     } <= needed
 
 
-@pytest.mark.parametrize("role", ["roles/cloudtasks.viewer", "roles/cloudtasks.enqueuer"])
-def test_removing_a_queue_grant_leaves_a_permission_missing(stack: StackRun, role: str) -> None:
-    grants = [g for g in pm.declared_grants(stack) if not (g.kind == "queue" and g.role == role)]
+@pytest.mark.parametrize(
+    ("queue", "member", "role", "wanted"),
+    [
+        ("live", "task-app", "roles/cloudtasks.viewer", ["cloudtasks.tasks.list"]),
+        ("live", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.create"]),
+        ("dead", "worker", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.create"]),
+        ("dead", "task-app", "roles/cloudtasks.viewer", ["cloudtasks.tasks.list"]),
+        ("dead", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.fullView"]),
+        ("dead", "task-app", "roles/cloudtasks.taskDeleter", ["cloudtasks.tasks.delete"]),
+    ],
+)
+def test_removing_a_queue_grant_leaves_a_permission_missing(
+    stack: StackRun, queue: str, member: str, role: str, wanted: list[str]
+) -> None:
     settings = pm.validate_config(stack.config)
-    report = pm.check(pm.needs(settings), grants)
-    wanted = {
-        "roles/cloudtasks.viewer": "cloudtasks.tasks.list",
-        "roles/cloudtasks.enqueuer": "cloudtasks.tasks.create",
-    }[role]
-    assert [(n.kind, n.name, n.permission) for n in report.missing] == [
-        ("queue", settings.queue_name, wanted)
+    name = settings.queue_name if queue == "live" else settings.dead_letter_queue_name
+    account = f"serviceAccount:{pm.names(settings)[member.replace('-', '_') + '_email']}"
+    grants = pm.declared_grants(stack)
+    kept = [
+        g for g in grants if (g.kind, g.name, g.member, g.role) != ("queue", name, account, role)
     ]
-    assert f"needs {wanted} on queue" in report.problems()[0]
+    assert len(kept) == len(grants) - 1
+    report = pm.check(pm.needs(settings), kept)
+    assert [(n.kind, n.name, n.member, n.permission) for n in report.missing] == [
+        ("queue", name, account, permission) for permission in wanted
+    ]
+    assert f"needs {wanted[0]} on queue {name!r}" in report.problems()[0]
 
 
 def test_a_grant_on_another_resource_does_not_count(stack: StackRun) -> None:
     """The viewer grant moved to another queue: still missing on this one, and surplus there."""
     settings = pm.validate_config(stack.config)
     grants = [
-        dataclasses.replace(g, name="other") if g.role == "roles/cloudtasks.viewer" else g
+        dataclasses.replace(g, name="other")
+        if (g.name, g.role) == (settings.queue_name, "roles/cloudtasks.viewer")
+        else g
         for g in pm.declared_grants(stack)
     ]
     report = pm.check(pm.needs(settings), grants)
@@ -65,7 +81,7 @@ def test_a_grant_on_another_resource_does_not_count(stack: StackRun) -> None:
 @pytest.mark.parametrize(
     ("role", "member"),
     [
-        ("roles/cloudtasks.taskDeleter", "task-app"),  # a permission nothing needs
+        ("roles/cloudtasks.taskDeleter", "task-app"),  # on the live queue nothing deletes
         ("roles/cloudtasks.viewer", "worker"),  # the right role for someone else
     ],
 )
@@ -143,17 +159,18 @@ def test_a_client_call_without_an_entry_is_found(tmp_path: Path) -> None:
         tmp_path,
         "task_app",
         """
-        def discard(client, name):
-            client.delete_task(request={"name": name}, retry=None)
+        def force(client, name):
+            client.run_task(request={"name": name}, retry=None)
         """,
     )
     assert [(c.method, c.where()) for c in pm.unmapped_calls(found)] == [
-        ("DeleteTask", "app/task_app/module.py:3")
+        ("RunTask", "app/task_app/module.py:3")
     ]
 
 
 def test_a_rest_call_without_an_entry_is_found(tmp_path: Path) -> None:
-    """The worker parking a task through the REST API: POST .../tasks is CreateTask."""
+    """The worker through the REST API: POST .../tasks is CreateTask (mapped), DELETE
+    .../tasks/ID is DeleteTask (not mapped for the worker)."""
     found = _scan(
         tmp_path,
         "worker",
@@ -161,10 +178,17 @@ def test_a_rest_call_without_an_entry_is_found(tmp_path: Path) -> None:
         def park(session, endpoint, queue, body):
             url = f"{endpoint}/v2/{queue}/tasks"
             return session.post(url, json={"task": body}, timeout=10)
+
+        def drop(session, endpoint, queue, task_id):
+            return session.delete(f"{endpoint}/v2/{queue}/tasks/{task_id}", timeout=10)
         """,
     )
-    assert [(c.code, c.method) for c in pm.unmapped_calls(found)] == [("worker", "CreateTask")]
-    mapped = [{"code": "worker", "method": "CreateTask"}]
+    assert {(c.code, c.method) for c in found} == {
+        ("worker", "CreateTask"),
+        ("worker", "DeleteTask"),
+    }
+    assert [(c.code, c.method) for c in pm.unmapped_calls(found)] == [("worker", "DeleteTask")]
+    mapped = [{"code": "worker", "method": m} for m in ("CreateTask", "DeleteTask")]
     assert pm.unmapped_calls(found, mapped) == []
 
 

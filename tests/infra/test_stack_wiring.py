@@ -4,7 +4,10 @@ recomputed from settings, which would drift from reality, is caught)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from service_common.queue_spec import RetryConfig
 
 from stack_review import RecordedResource, StackRun
 from tests.infra.helpers import (
@@ -29,7 +32,7 @@ def assert_wired(
 
 def test_queue_env_is_the_queue_actual_id(stack: StackRun) -> None:
     """Item 6: QUEUE is the queue's full id as the provider reports it."""
-    task_app, queue = service_named(stack, "task-app"), stack.one(QUEUE)
+    task_app, queue = service_named(stack, "task-app"), stack.one(QUEUE, name="jobs")
     assert queue.id.startswith("projects/")
     assert queue.id.endswith("/queues/jobs")
     assert_wired(task_app, env_of(task_app)["QUEUE"], queue, queue.id)
@@ -87,12 +90,38 @@ def test_task_app_environment_is_complete(stack: StackRun) -> None:
         "DISPATCH_DEADLINE_SECONDS",
         "SECRET_KEY",
         "GUNICORN_THREADS",
+        "QUEUE_RETRY_CONFIG",
+        "DEAD_LETTER_QUEUE",
     }
     assert set(env_of(service_named(stack, "worker"))) == {
         "OIDC_SERVICE_ACCOUNT",
         "DISPATCH_DEADLINE_SECONDS",
         "GUNICORN_THREADS",
+        "QUEUE_RETRY_CONFIG",
+        "DEAD_LETTER_QUEUE",
     }
+
+
+@pytest.mark.parametrize("service", ["task-app", "worker"])
+def test_dead_letter_queue_env_is_the_paused_queue_actual_id(stack: StackRun, service: str) -> None:
+    consumer, dead = service_named(stack, service), stack.one(QUEUE, name="jobs-dead")
+    assert dead.id.endswith("/queues/jobs-dead")
+    assert_wired(consumer, env_of(consumer)["DEAD_LETTER_QUEUE"], dead, dead.id)
+
+
+@pytest.mark.parametrize("service", ["task-app", "worker"])
+def test_retry_config_env_is_the_queue_retry_config_as_the_api_writes_it(
+    stack: StackRun, service: str
+) -> None:
+    """What the services judge attempts by is what the queue was given, field for field."""
+    queue = stack.one(QUEUE, name="jobs")
+    handed = json.loads(env_of(service_named(stack, service))["QUEUE_RETRY_CONFIG"])
+    declared = {
+        key: int(value) if isinstance(value, float) else value
+        for key, value in queue.inputs["retryConfig"].items()
+    }
+    assert handed == declared
+    assert RetryConfig.from_api(handed) == RetryConfig.from_api(declared)
 
 
 @pytest.mark.parametrize("service", ["task-app", "worker"])
