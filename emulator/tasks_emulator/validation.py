@@ -73,7 +73,7 @@ def burst_for(rate: float) -> int:
 
 
 def seconds(duration: Any) -> float:
-    return float(duration.seconds) + duration.nanos / 1e9
+    return float(duration.seconds) + float(duration.nanos) / 1e9
 
 
 def to_duration(value: float) -> Any:
