@@ -5,14 +5,16 @@ an entry in the map."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
+from tasks_emulator import iam as emulator_iam
 
 from stack_review import StackRun
 from stack_review import permissions as pm
-from stack_settings import StackSettings
+from stack_settings import StackSettings, validate_config
 
 
 def test_every_call_is_granted_and_no_grant_is_surplus(stack: StackRun) -> None:
@@ -49,7 +51,7 @@ def test_the_map_names_the_calls_the_issue_lists(settings: StackSettings) -> Non
 def test_removing_a_queue_grant_leaves_a_permission_missing(
     stack: StackRun, queue: str, member: str, role: str, wanted: list[str]
 ) -> None:
-    settings = pm.validate_config(stack.config)
+    settings = validate_config(stack.config)
     name = settings.queue_name if queue == "live" else settings.dead_letter_queue_name
     account = f"serviceAccount:{pm.names(settings)[member.replace('-', '_') + '_email']}"
     grants = pm.declared_grants(stack)
@@ -66,7 +68,7 @@ def test_removing_a_queue_grant_leaves_a_permission_missing(
 
 def test_a_grant_on_another_resource_does_not_count(stack: StackRun) -> None:
     """The viewer grant moved to another queue: still missing on this one, and surplus there."""
-    settings = pm.validate_config(stack.config)
+    settings = validate_config(stack.config)
     grants = [
         dataclasses.replace(g, name="other")
         if (g.name, g.role) == (settings.queue_name, "roles/cloudtasks.viewer")
@@ -86,7 +88,7 @@ def test_a_grant_on_another_resource_does_not_count(stack: StackRun) -> None:
     ],
 )
 def test_an_extra_grant_is_surplus(stack: StackRun, role: str, member: str) -> None:
-    settings = pm.validate_config(stack.config)
+    settings = validate_config(stack.config)
     account = getattr(settings, f"{member.replace('-', '_')}_name")
     extra = pm.HeldGrant(
         "queue",
@@ -101,7 +103,7 @@ def test_an_extra_grant_is_surplus(stack: StackRun, role: str, member: str) -> N
 
 
 def test_a_role_the_tables_do_not_know_is_reported(stack: StackRun) -> None:
-    settings = pm.validate_config(stack.config)
+    settings = validate_config(stack.config)
     odd = pm.HeldGrant("queue", settings.queue_name, "user:a@example.com", "roles/made.up", "odd")
     report = pm.check(pm.needs(settings), [*pm.declared_grants(stack), odd])
     assert report.unknown_roles == [odd]
@@ -112,12 +114,12 @@ def test_every_granted_role_has_its_permissions_and_source(stack: StackRun) -> N
     roles = pm.role_permissions()
     for grant in pm.declared_grants(stack):
         assert roles[grant.role], grant.role
-    granted = pm.json.loads((pm.DATA_DIR / "granted_roles.json").read_text())["roles"]
+    granted = json.loads((pm.DATA_DIR / "granted_roles.json").read_text())["roles"]
     for role, entry in granted.items():
         assert entry["source"].startswith("https://cloud.google.com/iam/docs/roles-permissions/")
-        assert role not in pm.emulator_iam.roles(), "one table per role"
+        assert role not in emulator_iam.roles(), "one table per role"
     # Cloud Tasks' roles are the emulator's table: the same facts for both.
-    assert roles["roles/cloudtasks.viewer"] == pm.emulator_iam.roles()["roles/cloudtasks.viewer"]
+    assert roles["roles/cloudtasks.viewer"] == emulator_iam.roles()["roles/cloudtasks.viewer"]
 
 
 def test_the_map_names_only_known_methods_sources_and_templates(settings: StackSettings) -> None:
