@@ -54,7 +54,7 @@ def test_every_stack_has_a_manifest_and_no_manifest_is_orphaned() -> None:
 
 def test_changed_setting_shows_as_a_readable_diff() -> None:
     """Review value: changing one stack value changes only the lines that show it (both
-    queues' retry config and the services' copy of it), each as -old/+new."""
+    queues' retry config, the services' copy of it and the retry plan), each as -old/+new."""
     attempts = load_stack_file("Pulumi.dev.yaml").max_attempts
     changed = render(
         run_stack("Pulumi.dev.yaml", overrides={"cloud-run-tasks:maxAttempts": attempts + 1})
@@ -66,7 +66,8 @@ def test_changed_setting_shows_as_a_readable_diff() -> None:
     assert added.count(f"+      retryConfig.maxAttempts = {attempts + 1}") == 2
     assert sum(f'"maxAttempts": {attempts},' in line for line in removed) == 2  # both services
     assert sum(f'"maxAttempts": {attempts + 1},' in line for line in added) == 2
-    assert len(removed) == len(added) == 4
+    assert sum(line.startswith("-      attempt 1 at 0 s") for line in removed) == 1  # the plan
+    assert len(removed) == len(added) == 5
 
 
 def test_manifest_is_deterministic_across_runs() -> None:
