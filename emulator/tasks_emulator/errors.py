@@ -41,4 +41,3 @@ def api_error(key: str, **values: Any) -> ApiError:
 
 def invalid(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
