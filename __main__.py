@@ -32,6 +32,7 @@ from components import (
     TaskQueueArgs,
 )
 from components.image import RegistryLogin
+from components.service import deterministic_url
 from stack_settings import SettingsError, StackSettings, validate_config
 
 RUN_API = "run.googleapis.com"
@@ -188,6 +189,12 @@ dead_letters = TaskQueue(
 )
 retry_config = settings.retry_config_json()
 
+# The audience of every task's token, and the one the worker accepts: the worker's
+# deterministic URL (from its name and the project's number), known before the worker
+# exists, so the worker can be told its own audience with no dependency cycle.
+project_number = gcp.organizations.get_project_output(project_id=project).number
+worker_audience = deterministic_url(settings.worker_name, project_number, region)
+
 # ---- services --------------------------------------------------------------------------
 deadline = str(settings.dispatch_deadline_seconds)
 worker = CloudRunService(
@@ -201,6 +208,7 @@ worker = CloudRunService(
         env={
             # The worker verifies that each task's token was minted for this account.
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.OIDC_AUDIENCE.name: worker_audience,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
             # The last-attempt judgement, and where a task given up on is parked.
@@ -245,6 +253,7 @@ task_app = CloudRunService(
             contract.QUEUE.name: queue.queue_id,
             contract.WORKER_URL.name: worker.uri,
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.OIDC_AUDIENCE.name: worker_audience,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
             # Each task's retry plan on the page; the dead letters it lists and replays.
@@ -269,6 +278,7 @@ task_app = CloudRunService(
 
 pulumi.export("taskAppUrl", task_app.uri)
 pulumi.export("workerUrl", worker.uri)
+pulumi.export("workerAudience", worker_audience)
 pulumi.export("queueId", queue.queue_id)
 pulumi.export("deadLetterQueueId", dead_letters.queue_id)
 pulumi.export("taskAppServiceAccount", task_app_identity.email)

@@ -18,6 +18,24 @@ INGRESS = {
 }
 PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
 _MEMORY = re.compile(r"^[1-9]\d*(Mi|Gi)$")
+
+# Besides the URL `uri` returns, every Cloud Run service answers at a URL known before it
+# exists, built from its name, its project's NUMBER and its region:
+# https://cloud.google.com/run/docs/triggering/https-request#deterministic
+DETERMINISTIC_URL = "https://{service}-{project_number}.{region}.run.app"
+
+
+def deterministic_url(
+    service_name: str, project_number: pulumi.Input[str], region: str
+) -> pulumi.Output[str]:
+    """The service's deterministic URL: what a service can be told about itself (or a
+    caller about it) without waiting for the service, so without a dependency cycle."""
+    head, tail = DETERMINISTIC_URL.split("{project_number}")
+    return pulumi.Output.concat(
+        head.format(service=service_name), project_number, tail.format(region=region)
+    )
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -250,6 +250,8 @@ def build_plan(
             contract.QUEUE.name: settings.queue_id,
             contract.WORKER_URL.name: worker_url,
             contract.OIDC_SERVICE_ACCOUNT.name: caller,
+            # The audience of each task's token: the one the worker accepts.
+            contract.OIDC_AUDIENCE.name: worker_url,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.SECRET_KEY.name: DEV_SECRET_KEY,
             contract.QUEUE_RETRY_CONFIG.name: settings.retry_config_json(),

@@ -24,7 +24,7 @@ from typing import Any
 from service_common.queue_spec import TASK_RETENTION_SECONDS, RetryConfig
 
 from policy import stack_rules
-from stack_review.runner import RecordedResource, StackRun, run_stack, stack_name
+from stack_review.runner import RecordedCall, RecordedResource, StackRun, run_stack, stack_name
 from stack_settings import PROJECT_DIR, stack_files
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
@@ -32,7 +32,9 @@ MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 # Outputs only the cloud can tell (random URLs, digests of a build, numeric ids): shown as
 # references to the resource that produces them. Keyed by type; values are output paths.
 CLOUD_ASSIGNED: dict[str, tuple[str, ...]] = {
-    "gcp:cloudrunv2/service:Service": ("uri", "urls", "latestReadyRevision", "uid"),
+    # Not `urls`: beside `uri` it holds the deterministic URL, which the manifest spells
+    # out from the project's number (the one part only the cloud knows).
+    "gcp:cloudrunv2/service:Service": ("uri", "latestReadyRevision", "uid"),
     "docker:index/image:Image": ("repoDigest",),
     "gcp:secretmanager/secret:Secret": ("name",),
     "gcp:secretmanager/secretVersion:SecretVersion": ("name",),
@@ -86,7 +88,7 @@ def generate(stack: str) -> str:
 def render(run: StackRun) -> str:
     """The manifest of one recorded run, as text ending in a newline."""
     project = run.config.get("gcp:project", "")
-    references = _cloud_assigned_references(run.resources)
+    references = _cloud_assigned_references(run.resources, run.calls)
     lines = [
         f"# Infrastructure manifest of stack `{run.stack}` (GCP project {project})",
         "#",
@@ -365,9 +367,22 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _cloud_assigned_references(resources: Iterable[RecordedResource]) -> dict[str, str]:
+# Provider function results only the cloud knows: token -> (result key, reference).
+CLOUD_ASSIGNED_CALLS: dict[str, tuple[str, str]] = {
+    "gcp:organizations/getProject:getProject": ("number", "<project.number>"),
+}
+
+
+def _cloud_assigned_references(
+    resources: Iterable[RecordedResource], calls: Iterable[RecordedCall] = ()
+) -> dict[str, str]:
     """Mock value -> '<resource.output>' for every output only the cloud can assign."""
     references: dict[str, str] = {}
+    for call in calls:
+        if call.token in CLOUD_ASSIGNED_CALLS:
+            key, reference = CLOUD_ASSIGNED_CALLS[call.token]
+            if isinstance(call.result.get(key), str) and call.result[key]:
+                references[call.result[key]] = reference
     for resource in resources:
         for key in CLOUD_ASSIGNED.get(resource.type, ()):
             for path, value in _flatten(resource.outputs.get(key), key):

@@ -19,6 +19,7 @@ from tests.infra.helpers import (
     account_named,
     committed_run,
     container,
+    env_of,
     service_named,
 )
 
@@ -247,6 +248,7 @@ def test_outputs_are_the_resources_actual_values(stack: StackRun) -> None:
     assert stack.outputs == {
         "taskAppUrl": service_named(stack, "task-app").outputs["uri"],
         "workerUrl": service_named(stack, "worker").outputs["uri"],
+        "workerAudience": env_of(service_named(stack, "worker"))["OIDC_AUDIENCE"],
         "queueId": stack.one(QUEUE, name="jobs").id,
         "deadLetterQueueId": stack.one(QUEUE, name="jobs-dead").id,
         "taskAppServiceAccount": account_named(stack, "task-app").outputs["email"],

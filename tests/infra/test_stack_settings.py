@@ -120,7 +120,8 @@ def test_promoting_digests_deploys_them_without_building(stack_file: str) -> Non
         stack_file, {KEY + "taskAppImage": refs["task-app"], KEY + "workerImage": refs["worker"]}
     )
     assert run.of_type(IMAGE) == []
-    assert run.calls == []
+    # No registry token: the one lookup left is the project's number (the worker's URL).
+    assert [c.token for c in run.calls] == ["gcp:organizations/getProject:getProject"]
     for name, ref in refs.items():
         assert container(service_named(run, name))["image"] == ref
     assert (run.outputs["taskAppImage"], run.outputs["workerImage"]) == (

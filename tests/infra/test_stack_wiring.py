@@ -10,6 +10,7 @@ import pytest
 from service_common.queue_spec import RetryConfig
 
 from stack_review import RecordedResource, StackRun
+from stack_review.mocks import GET_PROJECT
 from tests.infra.helpers import (
     QUEUE,
     SECRET,
@@ -92,9 +93,11 @@ def test_task_app_environment_is_complete(stack: StackRun) -> None:
         "GUNICORN_THREADS",
         "QUEUE_RETRY_CONFIG",
         "DEAD_LETTER_QUEUE",
+        "OIDC_AUDIENCE",
     }
     assert set(env_of(service_named(stack, "worker"))) == {
         "OIDC_SERVICE_ACCOUNT",
+        "OIDC_AUDIENCE",
         "DISPATCH_DEADLINE_SECONDS",
         "GUNICORN_THREADS",
         "QUEUE_RETRY_CONFIG",
@@ -134,3 +137,21 @@ def test_cloud_run_sends_no_more_requests_than_the_container_serves(
     resource = service_named(stack, service)
     threads = int(env_of(resource)["GUNICORN_THREADS"])
     assert resource.inputs["template"]["maxInstanceRequestConcurrency"] == threads
+
+
+def test_the_audience_is_the_workers_deterministic_url_without_a_cycle(stack: StackRun) -> None:
+    """The worker accepts, and the task-app asks for, one audience: the worker's
+    deterministic URL (name, project NUMBER, region), which Cloud Run serves beside `uri`.
+    It comes from the project lookup, not from the worker, so the worker can be told it."""
+    worker, task_app = service_named(stack, "worker"), service_named(stack, "task-app")
+    [lookup] = [c for c in stack.calls if c.token == GET_PROJECT]
+    assert lookup.args["projectId"] == stack.config["gcp:project"]
+    number = lookup.result["number"]
+    region = worker.inputs["location"]
+    audience = f"https://{worker.inputs['name']}-{number}.{region}.run.app"
+    assert env_of(worker)["OIDC_AUDIENCE"] == env_of(task_app)["OIDC_AUDIENCE"] == audience
+    assert audience in worker.outputs["urls"]  # Cloud Run answers there
+    assert audience.startswith("https://")
+    assert stack.outputs["workerAudience"] == audience
+    services = {s.urn for s in stack.of_type("gcp:cloudrunv2/service:Service")}
+    assert not services & set(worker.dependencies)
