@@ -261,6 +261,8 @@ task_app = CloudRunService(
             contract.DEAD_LETTER_QUEUE.name: dead_letters.queue_id,
         },
         concurrency=REQUEST_THREADS,
+        cpu=settings.task_app_cpu,
+        memory=settings.task_app_memory,
         secret_env={
             contract.SECRET_KEY.name: SecretEnv(
                 secret=session_key.secret_id, version=session_key.version

@@ -51,6 +51,22 @@ class TaskQueue(pulumi.ComponentResource):
         ratio = args.spec.logging_sampling_ratio
         if ratio is not None and not 0 <= ratio <= 1:
             raise ValueError(f"TaskQueue logging_sampling_ratio = {ratio}: must be from 0.0 to 1.0")
+        retry = args.spec.retry_config
+        # The provider omits a zero as unset: the cloud would apply the API's default.
+        zeros = [
+            name
+            for name, value in (
+                ("max_attempts", retry.max_attempts),
+                ("max_doublings", retry.max_doublings),
+                ("logging_sampling_ratio", ratio),
+            )
+            if value is not None and value == 0
+        ]
+        if zeros:
+            raise ValueError(
+                f"TaskQueue {', '.join(zeros)} = 0: the provider never sends 0, so the API's "
+                "default would apply; see stack_settings.NEVER_SENT_ZERO for what to write"
+            )
         if args.desired_state not in QUEUE_STATES:
             raise ValueError(
                 f"TaskQueue desired_state = {args.desired_state!r}: must be one of {QUEUE_STATES}"

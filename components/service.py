@@ -10,6 +10,8 @@ from typing import Literal
 import pulumi
 import pulumi_gcp as gcp
 
+from stack_settings import memory_problem
+
 CPU_CHOICES = {1, 2, 4, 6, 8}
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
@@ -171,6 +173,10 @@ def _check(name: str, args: CloudRunServiceArgs) -> None:
         problems.append(f"cpu = {args.cpu!r}: must be one of 1, 2, 4, 6, 8")
     if not _MEMORY.match(args.memory):
         problems.append(f"memory = {args.memory!r}: must be like 512Mi or 2Gi")
+    elif args.cpu in CPU_CHOICES:
+        amount = int(args.memory[:-2]) * (1024 if args.memory.endswith("Gi") else 1)
+        if problem := memory_problem(args.cpu, amount):
+            problems.append(f"memory = {args.memory!r}: {problem}")
     if not 1 <= args.concurrency <= 1000:
         problems.append(f"concurrency = {args.concurrency}: must be from 1 to 1000")
     if args.timeout_seconds is not None and not 1 <= args.timeout_seconds <= 3600:
