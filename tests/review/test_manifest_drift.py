@@ -135,3 +135,15 @@ def test_unknown_stack_is_refused_naming_the_choices(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "'staging'" in err
     assert all(repr(stack) in err for stack in STACKS)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_manifest_shows_the_keep_rule_for_promoted_images(stack: str) -> None:
+    """dev's cleanup cannot delete what prod runs: the reviewed manifest shows a KEEP rule
+    for tagged versions whose tag starts with the promotion prefix."""
+    lines = [line.strip() for line in generated(stack).splitlines()]
+    [index] = [i for i, line in enumerate(lines) if line.endswith(".id = keep-promoted")]
+    rule = lines[index].split(".id = ")[0]
+    assert f"{rule}.action = KEEP" in lines
+    assert f"{rule}.condition.tagState = TAGGED" in lines
+    assert f"{rule}.condition.tagPrefixes[0] = prod-" in lines
