@@ -24,8 +24,9 @@ from typing import Any
 from service_common.queue_spec import RetryConfig, describe_plan
 
 from policy import stack_rules
+from stack_review import permissions
 from stack_review.runner import RecordedCall, RecordedResource, StackRun, run_stack, stack_name
-from stack_settings import PROJECT_DIR, stack_files
+from stack_settings import PROJECT_DIR, stack_files, validate_config
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 
@@ -98,6 +99,7 @@ def render(run: StackRun) -> str:
         "",
     ]
     lines += _access_section(run, references)
+    lines += _permissions_section(run)
     lines += _queues_section(run)
     lines += _policy_section(run)
     lines += _resources_section(run, project, references)
@@ -192,6 +194,39 @@ def _ingress(value: Any) -> str:
         "INGRESS_TRAFFIC_INTERNAL_ONLY": "internal only",
         "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER": "internal and load balancer",
     }.get(str(value), f"{value} (unset: all)" if value is None else str(value))
+
+
+def _permissions_section(run: StackRun) -> list[str]:
+    """Every call of the permission map, the permission it needs on which resource and the
+    grant that holds it; then what is missing or surplus (nothing, in a good stack)."""
+    settings = validate_config(run.config, source=f"stack {run.stack}")
+    needed = permissions.needs(settings)
+    grants = permissions.declared_grants(run)
+    roles = permissions.role_permissions()
+    report = permissions.check(needed, grants)
+    lines = [
+        "## Permission map (stack_review/data/permission_map.json)",
+        "",
+        "Each call the system makes, the permission it needs, and the grant holding it there:",
+    ]
+    for need in needed:
+        held = sorted(
+            g.role
+            for g in grants
+            if (g.kind, g.name, g.member) == (need.kind, need.name, need.member)
+            and need.permission in roles.get(g.role, frozenset())
+        )
+        lines.append(f"  {need.what}")
+        lines.append(
+            f"      {need.permission} on {need.kind} {need.name} for {need.member}: "
+            f"{', '.join(held) or 'MISSING'}"
+        )
+    lines.append("")
+    problems = report.problems()
+    lines.append(f"Missing or surplus: {len(problems) or 'none'}")
+    lines += [f"  {problem}" for problem in problems]
+    lines.append("")
+    return lines
 
 
 def _queues_section(run: StackRun) -> list[str]:

@@ -147,3 +147,18 @@ def test_the_manifest_shows_the_keep_rule_for_promoted_images(stack: str) -> Non
     assert f"{rule}.action = KEEP" in lines
     assert f"{rule}.condition.tagState = TAGGED" in lines
     assert f"{rule}.condition.tagPrefixes[0] = prod-" in lines
+
+
+def test_the_manifest_shows_a_missing_grant_of_the_permission_map() -> None:
+    """A reviewer sees the permission map's verdict: with the task-app's list grant gone,
+    the call reads MISSING and the count says so."""
+    run = run_stack("Pulumi.dev.yaml")
+    assert "Missing or surplus: none" in render(run)
+    without = dataclasses.replace(
+        run, resources=[r for r in run.resources if r.name != "jobs-viewer-task-app"]
+    )
+    text = render(without)
+    assert "cloudtasks.tasks.list on queue jobs for serviceAccount:task-app@" in text
+    assert "Missing or surplus: 1" in text
+    listed = [line for line in text.splitlines() if "cloudtasks.tasks.list on queue jobs " in line]
+    assert listed[0].endswith(": MISSING")
