@@ -16,7 +16,7 @@ from flask import (
     url_for,
 )
 from service_common.config import max_work_seconds
-from service_common.web import json_error
+from service_common.web import InvalidBody, json_error, parse_json, read_body
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from task_app.cloud_tasks import CloudTasksGateway, CloudTasksUnavailable, CreateOutcome
@@ -116,9 +116,10 @@ def create_tasks() -> tuple[Response, int]:
     # cross-site forms: browsers cannot send it cross-origin without a CORS preflight.
     if not request.is_json:
         return json_error(415, "Content-Type must be application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        return json_error(400, "the body is not valid JSON; send {} for the defaults")
+    try:
+        data = parse_json(read_body())
+    except InvalidBody as invalid:
+        return json_error(400, f"{invalid}; send {{}} for the defaults")
     if not isinstance(data, dict):
         return json_error(400, 'the body must be a JSON object, e.g. {"count": 2}')
     options, errors = validate_options(

@@ -405,9 +405,18 @@ def test_unexpected_error_shows_no_traceback(
     text = response.get_data(as_text=True)
     assert "secret internal detail" not in text
     assert "Traceback" not in text
+    assert response.get_json() == {
+        "error": "500 Internal Server Error: the server failed; see its logs"
+    }
     assert any(
         line["severity"] == "ERROR" and "unhandled error" in line["message"] for line in log_lines()
     )
+    page = task_app.test_client().get("/broken", headers={"Accept": "text/html"})
+    assert page.status_code == 500
+    assert "500 Internal Server Error: the server failed; see its logs" in page.get_data(
+        as_text=True
+    )
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
 
 
 def test_duplicate_inside_a_fan_out_stops_there(
