@@ -48,6 +48,16 @@ def add_security_headers(app: Flask) -> None:
         return response
 
 
+def route_exact_paths(app: Flask) -> None:
+    """Never answer a path with doubled slashes (``//``) with a redirect.
+
+    Werkzeug would redirect it to an absolute URL built from the request's Host header,
+    letting any caller choose where the service's answer points; unmerged, such a path is
+    routed as it is (or not found).
+    """
+    app.url_map.merge_slashes = False
+
+
 def json_error(status: int, message: str, **extra: object) -> tuple[Response, int]:
     """A JSON error body: ``{"error": message, ...}``."""
     return jsonify({"error": message, **extra}), status

@@ -15,7 +15,11 @@ from typing import Any
 from flask import Flask
 from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
-from service_common.web import add_security_headers, register_error_handlers
+from service_common.web import (
+    add_security_headers,
+    register_error_handlers,
+    route_exact_paths,
+)
 
 from worker.auth import TokenVerifier
 from worker.settings import WorkerSettings
@@ -49,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tasks)
     app.register_blueprint(health)
     add_security_headers(app)
+    route_exact_paths(app)
     register_error_handlers(app)
     if settings.verify_tokens:
         logger.info(

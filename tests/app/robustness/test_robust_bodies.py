@@ -136,3 +136,17 @@ def test_worker_chunked_body_over_the_limit_is_413(worker_client: FlaskClient) -
     response = chunked_post(worker_client, "/tasks", body)
 
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["//", "//evil.example/", "//tasks", "/api//tasks"])
+def test_doubled_slashes_never_redirect_to_the_request_host(
+    client: FlaskClient, worker_client: FlaskClient, path: str
+) -> None:
+    """A redirect built from the Host header would point wherever the caller says."""
+    for service in (client, worker_client):
+        response = service.get(
+            "/", headers={"Host": "evil.example"}, environ_overrides={"PATH_INFO": path}
+        )
+
+        assert "evil.example" not in response.headers.get("Location", "")
+        assert not 300 <= response.status_code < 400, response.headers.get("Location")
