@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.extensions["worker.settings"] = settings
     app.extensions["worker.verifier"] = (
-        TokenVerifier(settings.oidc_caller_email, settings.oidc_certs_url)
+        TokenVerifier(settings.oidc_caller_email, settings.oidc_certs_url, settings.oidc_audiences)
         if settings.oidc_caller_email
         else None
     )
@@ -57,9 +57,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     if settings.verify_tokens:
         logger.info(
-            "worker ready: tokens must come from %s (audience %s, keys from %s)",
+            "worker ready: tokens must come from %s (audiences %s, keys from %s)",
             settings.oidc_caller_email,
-            settings.oidc_audience or "the request's base URL",
+            ", ".join(settings.oidc_audiences),
             settings.oidc_certs_url,
         )
     else:
