@@ -54,21 +54,15 @@ def _render_page(
     error: str | None = None,
     outcome: CreateOutcome | None = None,
 ) -> tuple[str, int]:
+    # The queue's tasks are not fetched here: the page loads them from /api/tasks, so a slow
+    # or hung Cloud Tasks never holds up the page (or the request thread that serves it).
     settings = _settings()
-    tasks: list[dict[str, object]] = []
-    tasks_error = None
-    try:
-        tasks = _gateway().list_tasks()
-    except CloudTasksUnavailable as unavailable:
-        tasks_error = str(unavailable)
     html = render_template(
         "index.html",
         form=form,
         field_errors=field_errors or {},
         error=error,
         outcome=outcome,
-        tasks=tasks,
-        tasks_error=tasks_error,
         queue_id=settings.queue_id,
         max_work_seconds=max_work_seconds(settings.dispatch_deadline_seconds),
     )
@@ -77,7 +71,7 @@ def _render_page(
 
 @pages.get("/")
 def index() -> tuple[str, int]:
-    """The page: the form and the queue's current tasks. Never creates a task."""
+    """The page: the form, and a table its script fills from /api/tasks. Never creates a task."""
     return _render_page(ScheduleForm())
 
 
