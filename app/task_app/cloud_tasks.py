@@ -27,6 +27,10 @@ from task_app.settings import TaskAppSettings
 logger = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 100
+# At most this many ListTasks calls wait on Cloud Tasks at once; another is answered "busy"
+# at once. A hung API then holds at most this many request threads, each for at most the
+# call's timeout, and the rest stay free for the page, task creation and /healthz.
+MAX_CONCURRENT_LISTS = 2
 
 
 class CloudTasksUnavailable(Exception):
@@ -99,6 +103,7 @@ class CloudTasksGateway:
         self._settings = settings
         self._client: tasks_v2.CloudTasksClient | None = None
         self._lock = threading.Lock()
+        self._list_slots = threading.BoundedSemaphore(MAX_CONCURRENT_LISTS)
 
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         with self._lock:
@@ -222,6 +227,17 @@ class CloudTasksGateway:
 
     def list_tasks(self) -> list[dict[str, object]]:
         """The queue's current tasks (first page, up to 100), as the page shows them."""
+        if not self._list_slots.acquire(blocking=False):
+            raise CloudTasksUnavailable(
+                f"Cloud Tasks is slow to answer: {MAX_CONCURRENT_LISTS} lists of the queue's "
+                "tasks are still waiting for it; try again shortly"
+            )
+        try:
+            return self._list_first_page()
+        finally:
+            self._list_slots.release()
+
+    def _list_first_page(self) -> list[dict[str, object]]:
         try:
             pager = self._get_client().list_tasks(
                 request=tasks_v2.ListTasksRequest(
