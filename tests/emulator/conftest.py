@@ -266,14 +266,21 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-# Every port the command line opens by default, on free ones: others may hold the defaults.
-FREE_PORTS = ("--port", "0", "--keys-port", "0", "--rest-port", "0")
-
-
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m tasks_emulator`` on free ports: the process and its first line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tasks_emulator", *FREE_PORTS, *args],
+        [
+            sys.executable,
+            "-m",
+            "tasks_emulator",
+            "--port",
+            "0",
+            "--keys-port",
+            "0",
+            "--rest-port",
+            "0",
+            *args,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
