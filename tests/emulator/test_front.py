@@ -242,7 +242,7 @@ def test_front_refuses_a_request_larger_than_the_link_carries(
         front.link = link
         context = _Context()
         handle = front.handler(METHODS.index("CreateTask"))
-        task = asyncio.ensure_future(handle(b"x" * size, context))  # type: ignore[arg-type]
+        task = asyncio.ensure_future(handle(b"x" * size, context))
         await asyncio.sleep(0.01)
         if size <= 100:
             assert not task.done()  # waiting for the engine's answer
