@@ -255,20 +255,19 @@ def test_a_denied_create_names_the_permission_the_stack_must_grant(
     assert body["tasks"] == []
 
 
-def test_a_denied_listing_names_the_permission_on_the_api_and_the_page(
+def test_a_denied_listing_names_the_permission(
     client: FlaskClient, fake_tasks: FakeCloudTasks
 ) -> None:
     fake_tasks.fail(
         "ListTasks", grpc.StatusCode.PERMISSION_DENIED, details=_denial("cloudtasks.tasks.list")
     )
 
+    # The page shows what /api/tasks answers (its script loads the list from there).
     listing = client.get("/api/tasks")
-    page = client.get("/")
 
     assert listing.status_code == 503
     assert "(PERMISSION_DENIED)" in listing.get_json()["error"]
     assert "lacks cloudtasks.tasks.list on queue 'jobs'" in listing.get_json()["error"]
-    assert "lacks cloudtasks.tasks.list on queue &#39;jobs&#39;" in page.get_data(as_text=True)
 
 
 def test_a_denial_without_a_permission_in_it_says_only_its_code(

@@ -166,7 +166,7 @@ def test_promoting_one_image_still_builds_the_other() -> None:
 )
 def test_memory_is_held_to_what_the_cpus_allow(cpu: str, memory: str, allowed: bool) -> None:
     """Cloud Run's table (components/data/cloud_run_limits.json), at each edge."""
-    overrides = {KEY + "workerCpu": cpu, KEY + "workerMemory": memory}
+    overrides: dict[str, str | None] = {KEY + "workerCpu": cpu, KEY + "workerMemory": memory}
     if allowed:
         run = run_stack("Pulumi.dev.yaml", overrides)
         limits = container(service_named(run, "worker"))["resources"]["limits"]
