@@ -1,4 +1,4 @@
-"""gunicorn settings both services use; each service's gunicorn_conf imports them.
+"""gunicorn settings both services use; each service's gunicorn_conf takes them whole.
 
 Cloud Run gives the port in PORT and sends SIGTERM about 10 s before SIGKILL, so in-flight
 requests get a graceful timeout below that. Threads (gthread) rather than processes: one
@@ -56,4 +56,22 @@ def logconfig_dict(service: str, project_id: str | None) -> dict[str, Any]:
             "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
         },
+    }
+
+
+def server_config(service: str, project_id: str | None) -> dict[str, Any]:
+    """Every gunicorn setting of one service's container, by gunicorn's own names.
+
+    One process, many threads (see the module docstring), the port and threads from the
+    environment, the graceful timeout under Cloud Run's, and gunicorn's lines as JSON.
+    """
+    return {
+        "bind": bind_address(),
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": thread_count(),
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        # gunicorn's control socket would need a writable home; nothing here uses it.
+        "control_socket_disable": True,
+        "logconfig_dict": logconfig_dict(service, project_id),
     }

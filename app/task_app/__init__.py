@@ -1,7 +1,8 @@
 """task-app: the public service with the "Schedule task" button and a JSON API.
 
 ``create_app()`` reads its settings from the environment (QUEUE and WORKER_URL required)
-and fails at start with a message naming a missing or bad variable.
+and fails at start with a message naming a missing or bad variable; ``create_app(settings)``
+takes them as ``TaskAppSettings`` instead.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from flask import Flask, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from service_common.config import ConfigError
+from service_common.health import health
 from service_common.logs import configure_logging, project_id_for_traces
 from service_common.web import add_security_headers, register_error_handlers
 
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
-from task_app.views import api, health, pages
+from task_app.views import api, pages
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +49,20 @@ def _render_error(status: int, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, message=message), status
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build task-app from the environment; ``config`` overrides Flask settings."""
-    configure_logging("task-app", project_id_for_traces(os.environ))
-    try:
-        settings = TaskAppSettings.from_env()
-    except ConfigError as error:
-        logger.error("task-app cannot start: %s", error)
-        raise
+def create_app(
+    settings: TaskAppSettings | None = None, config: Mapping[str, Any] | None = None
+) -> Flask:
+    """Build task-app from ``settings`` (None: read from the environment, as in the
+    container); ``config`` overrides Flask settings."""
+    if settings is None:
+        # Structured from the first line, so that a refused start is logged as one.
+        configure_logging("task-app", project_id_for_traces(os.environ))
+        try:
+            settings = TaskAppSettings.from_env()
+        except ConfigError as error:
+            logger.error("task-app cannot start: %s", error)
+            raise
+    configure_logging("task-app", settings.project)
 
     app = Flask(__name__)
     app.session_interface = _SessionInterface()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from service_common import contract
 from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
+from service_common.logs import project_id_for_traces
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
@@ -22,6 +23,8 @@ class WorkerSettings:
     oidc_audience: str | None
     oidc_certs_url: str
     dispatch_deadline_seconds: int
+    # The project the log lines' trace ids belong to; None: traces are not linked.
+    project: str | None = None
 
     @property
     def verify_tokens(self) -> bool:
@@ -48,6 +51,7 @@ class WorkerSettings:
                 minimum=contract.MIN_DISPATCH_DEADLINE_SECONDS,
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
+            project=project_id_for_traces(env),
         )
 
 

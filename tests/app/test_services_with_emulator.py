@@ -14,8 +14,10 @@ import pytest
 from flask import Flask
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from task_app.settings import TaskAppSettings
 from tasks_emulator import EmulatorThread
 from werkzeug.serving import BaseWSGIServer, make_server
+from worker.settings import WorkerSettings
 
 LOCATION = "projects/emulated-project/locations/europe-west1"
 CALLER = "task-app@emulated-project.iam.gserviceaccount.com"
@@ -62,7 +64,6 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def test_task_is_delivered_verified_retried_and_finished(
-    monkeypatch: pytest.MonkeyPatch,
     emulated_queue: tuple[str, str, str],
     log_lines: Callable[[], list[dict[str, Any]]],
 ) -> None:
@@ -73,17 +74,23 @@ def test_task_is_delivered_verified_retried_and_finished(
     from worker import create_app as create_worker
 
     address, certs_url, queue = emulated_queue
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", CALLER)
-    monkeypatch.setenv("OIDC_CERTS_URL", certs_url)
-    monkeypatch.delenv("OIDC_AUDIENCE", raising=False)
-    monkeypatch.setenv("DISPATCH_DEADLINE_SECONDS", "15")
-    worker_server, worker_url = _serve(create_worker())
-    monkeypatch.setenv("QUEUE", queue)
-    monkeypatch.setenv("WORKER_URL", worker_url)
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", CALLER)
-    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", address)
-    monkeypatch.setenv("SECRET_KEY", "emulated")
-    task_app = create_task_app()
+    worker_settings = WorkerSettings(
+        oidc_caller_email=CALLER,
+        oidc_audience=None,
+        oidc_certs_url=certs_url,
+        dispatch_deadline_seconds=15,
+    )
+    worker_server, worker_url = _serve(create_worker(worker_settings))
+    task_app_settings = TaskAppSettings.from_env(
+        {
+            "QUEUE": queue,
+            "WORKER_URL": worker_url,
+            "OIDC_SERVICE_ACCOUNT": CALLER,
+            "CLOUD_TASKS_EMULATOR_HOST": address,
+            "SECRET_KEY": "emulated",
+        }
+    )
+    task_app = create_task_app(task_app_settings)
     client = task_app.test_client()
     try:
         created = client.post("/tasks", json={"message": "via emulator", "fail_attempts": 1})

@@ -3,6 +3,7 @@ port: the real google-cloud-tasks client, faked only at the network edge."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
@@ -17,6 +18,7 @@ from flask.testing import FlaskClient
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
 from services_support import QUEUE, TASK_APP_SA, WORKER_URL
+from task_app.settings import TaskAppSettings
 
 
 def test_one_task_is_an_authenticated_json_post_to_the_worker(
@@ -98,17 +100,14 @@ def test_task_id_with_count_numbers_each_task(
 
 
 def test_without_service_account_no_token_is_requested(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+    task_app_settings: TaskAppSettings,
+    make_task_app: Callable[[TaskAppSettings], Flask],
+    fake_tasks: FakeCloudTasks,
 ) -> None:
-    """OIDC_SERVICE_ACCOUNT empty means tasks carry no OIDC token (a public worker)."""
-    from task_app import create_app
-
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", "")
-    app = create_app()
-    try:
-        assert app.test_client().post("/tasks", json={}).status_code == 201
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    """No service account (OIDC_SERVICE_ACCOUNT empty) means tasks carry no OIDC token (a
+    public worker)."""
+    app = make_task_app(dataclasses.replace(task_app_settings, oidc_service_account=None))
+    assert app.test_client().post("/tasks", json={}).status_code == 201
     assert "oidc_token" not in fake_tasks.create_requests[0].task.http_request
 
 
@@ -248,21 +247,17 @@ def test_fan_out_failure_reports_exactly_the_created_tasks(
 
 
 def test_slow_api_times_out_with_503_and_says_the_outcome_is_unknown(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+    task_app_settings: TaskAppSettings,
+    make_task_app: Callable[[TaskAppSettings], Flask],
+    fake_tasks: FakeCloudTasks,
 ) -> None:
     """CreateTask has a call timeout: a hung API gives a 503 in about that time, and the
     answer admits the task may exist (a timeout does not prove it was not created)."""
-    from task_app import create_app
-
-    monkeypatch.setenv("CLOUD_TASKS_TIMEOUT_SECONDS", "0.3")
     fake_tasks.delay("CreateTask", 1.5)
-    app = create_app()
-    try:
-        started = time.monotonic()
-        response = app.test_client().post("/tasks", json={})
-        elapsed = time.monotonic() - started
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    app = make_task_app(dataclasses.replace(task_app_settings, api_timeout_seconds=0.3))
+    started = time.monotonic()
+    response = app.test_client().post("/tasks", json={})
+    elapsed = time.monotonic() - started
 
     assert response.status_code == 503
     body = response.get_json()
@@ -272,24 +267,18 @@ def test_slow_api_times_out_with_503_and_says_the_outcome_is_unknown(
 
 
 def test_unreachable_api_is_503(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str]
+    task_app_settings: TaskAppSettings, make_task_app: Callable[[TaskAppSettings], Flask]
 ) -> None:
     """Nothing listening at the Cloud Tasks address: 503, not a crash."""
     import socket
 
-    from task_app import create_app
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", f"127.0.0.1:{closed_port}")
-    app = create_app()
-    try:
-        client = app.test_client()
-        created = client.post("/tasks", json={})
-        listed = client.get("/api/tasks")
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    settings = dataclasses.replace(task_app_settings, emulator_host=f"127.0.0.1:{closed_port}")
+    client = make_task_app(settings).test_client()
+    created = client.post("/tasks", json={})
+    listed = client.get("/api/tasks")
 
     assert created.status_code == 503
     assert "UNAVAILABLE" in created.get_json()["error"]

@@ -68,6 +68,32 @@ def test_create_app_refuses_to_start_without_queue(monkeypatch: pytest.MonkeyPat
         create_app()
 
 
+def test_create_app_without_settings_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The container's ``create_app()`` takes every setting from the environment."""
+    from task_app import create_app
+
+    env = {
+        "QUEUE": QUEUE,
+        "WORKER_URL": "https://w.example",
+        "OIDC_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
+        "DISPATCH_DEADLINE_SECONDS": "321",
+        "SECRET_KEY": "from-the-environment",
+        "CLOUD_TASKS_TIMEOUT_SECONDS": "2.5",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    try:
+        settings = app.extensions["task_app.settings"]
+        assert settings == TaskAppSettings.from_env(env)
+        assert settings.dispatch_deadline_seconds == 321
+        assert app.config["SECRET_KEY"] == "from-the-environment"
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+
 def test_gunicorn_process_stops_at_start_naming_the_missing_variable() -> None:
     """The container's command exits at once (not a crash loop of workers) and says which
     variable is missing."""

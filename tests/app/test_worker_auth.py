@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jwt
@@ -9,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 from services_support import TASK_APP_SA, WORKER_URL, OidcKeys
+from worker.settings import WorkerSettings
 
 
 def deliver(client: FlaskClient, token: str | None, **kwargs: object) -> int:
@@ -106,16 +108,18 @@ def test_bad_tokens_are_refused(
     assert deliver(secured_worker_client, make_token(oidc_keys)) == status
 
 
-def test_explicit_audience_setting_wins(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
-) -> None:
+def test_explicit_audience_setting_wins(oidc_keys: OidcKeys) -> None:
     """OIDC_AUDIENCE pins the audience whatever URL the request came through."""
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
-    monkeypatch.setenv("OIDC_AUDIENCE", "https://pinned.example/")
-    client = create_app().test_client()
+    settings = WorkerSettings.from_env(
+        {
+            "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
+            "OIDC_CERTS_URL": oidc_keys.url,
+            "OIDC_AUDIENCE": "https://pinned.example/",
+        }
+    )
+    client = create_app(settings).test_client()
 
     assert deliver(client, oidc_keys.token(aud="https://pinned.example")) == 200
     assert deliver(client, oidc_keys.token()) == 401
@@ -132,7 +136,7 @@ def test_certificates_are_fetched_once_and_cached(
 
 
 def test_unreachable_certificates_are_503_so_the_task_is_retried(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
+    secured_settings: WorkerSettings, oidc_keys: OidcKeys
 ) -> None:
     """Failing to fetch the keys is the worker's problem, not the caller's: 5xx, so Cloud
     Tasks delivers the task again later, rather than a 401 that reads like a bad caller."""
@@ -143,8 +147,28 @@ def test_unreachable_certificates_are_503_so_the_task_is_retried(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_CERTS_URL", f"http://127.0.0.1:{port}/oauth2/v1/certs")
-    client = create_app().test_client()
+    closed = f"http://127.0.0.1:{port}/oauth2/v1/certs"
+    client = create_app(dataclasses.replace(secured_settings, oidc_certs_url=closed)).test_client()
 
     assert deliver(client, oidc_keys.token()) == 503
+
+
+def test_create_app_without_settings_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
+) -> None:
+    """The container's ``create_app()`` takes the expected caller, its keys and the
+    audience from the environment: verification is on, for that caller only."""
+    from worker import create_app
+
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
+    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-the-environment")
+    app = create_app()
+
+    settings = app.extensions["worker.settings"]
+    assert settings.oidc_caller_email == TASK_APP_SA
+    assert settings.project == "from-the-environment"
+    client = app.test_client()
+    assert deliver(client, None) == 401
+    assert deliver(client, oidc_keys.token()) == 200
