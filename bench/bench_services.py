@@ -154,7 +154,7 @@ def main() -> None:
         "WORKER_URL": "http://127.0.0.1:1",
         "OIDC_SERVICE_ACCOUNT": "task-app@bench-project.iam.gserviceaccount.com",
         "SECRET_KEY": "bench-only",
-        "CLOUD_TASKS_EMULATOR_HOST": address,
+        "CLOUD_TASKS_API_ENDPOINT": address,
     }
     worker_env = {"OIDC_SERVICE_ACCOUNT": "", "DISPATCH_DEADLINE_SECONDS": "600"}
     try:

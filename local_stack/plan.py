@@ -248,7 +248,7 @@ def build_plan(
             contract.OIDC_SERVICE_ACCOUNT.name: caller,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.SECRET_KEY.name: DEV_SECRET_KEY,
-            contract.CLOUD_TASKS_EMULATOR_HOST.name: emulator_address,
+            contract.CLOUD_TASKS_API_ENDPOINT.name: rest_url,
             **identity_env(host, ports.task_app_metadata, state_dir / TASK_APP / "gcloud"),
         },
         health_url=f"{base}{ports.task_app}/healthz",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, render_template, request
 from flask.sessions import SecureCookieSessionInterface
@@ -23,6 +23,9 @@ from service_common.web import add_security_headers, register_error_handlers
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
 from task_app.views import api, pages
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +53,14 @@ def _render_error(status: int, message: str) -> tuple[str, int]:
 
 
 def create_app(
-    settings: TaskAppSettings | None = None, config: Mapping[str, Any] | None = None
+    settings: TaskAppSettings | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
 ) -> Flask:
     """Build task-app from ``settings`` (None: read from the environment, as in the
-    container); ``config`` overrides Flask settings."""
+    container); ``config`` overrides Flask settings; ``credentials`` are those of the Cloud
+    Tasks calls (None: google-auth's default credentials, as on Cloud Run)."""
     if settings is None:
         # Structured from the first line, so that a refused start is logged as one.
         configure_logging("task-app", project_id_for_traces(os.environ))
@@ -75,7 +82,7 @@ def create_app(
     if config:
         app.config.update(config)
     app.extensions["task_app.settings"] = settings
-    app.extensions["task_app.cloud_tasks"] = CloudTasksGateway(settings)
+    app.extensions["task_app.cloud_tasks"] = CloudTasksGateway(settings, credentials)
 
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # JSON only; see views.create_tasks
@@ -89,7 +96,7 @@ def create_app(
         "task-app ready: queue %s, worker %s%s",
         settings.queue,
         settings.worker_tasks_url,
-        f", Cloud Tasks emulator at {settings.emulator_host}" if settings.emulator_host else "",
+        f", Cloud Tasks at {settings.api_endpoint}" if settings.api_endpoint else "",
     )
     return app
 

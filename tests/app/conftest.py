@@ -14,6 +14,7 @@ import pytest
 from fake_cloud_tasks import FakeCloudTasks
 from flask import Flask
 from flask.testing import FlaskClient
+from google.auth.credentials import AnonymousCredentials
 from services_support import QUEUE, TASK_APP_SA, WORKER_URL, OidcKeys
 from task_app.settings import TaskAppSettings
 from worker.settings import WorkerSettings
@@ -44,7 +45,7 @@ def task_app_settings(fake_tasks: FakeCloudTasks) -> TaskAppSettings:
             "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
             "DISPATCH_DEADLINE_SECONDS": "900",
             "SECRET_KEY": "test-secret-key",
-            "CLOUD_TASKS_EMULATOR_HOST": fake_tasks.address,
+            "CLOUD_TASKS_API_ENDPOINT": fake_tasks.url,
             "CLOUD_TASKS_TIMEOUT_SECONDS": "10",
         }
     )
@@ -52,13 +53,14 @@ def task_app_settings(fake_tasks: FakeCloudTasks) -> TaskAppSettings:
 
 @pytest.fixture
 def make_task_app() -> Iterator[Callable[[TaskAppSettings], Flask]]:
-    """Builds task-apps from settings; their Cloud Tasks clients are closed afterwards."""
+    """Builds task-apps from settings; their Cloud Tasks clients are closed afterwards. The
+    fake API asks for no credentials: the calls carry none."""
     from task_app import create_app
 
     apps: list[Flask] = []
 
     def make(settings: TaskAppSettings) -> Flask:
-        apps.append(create_app(settings))
+        apps.append(create_app(settings, credentials=AnonymousCredentials()))
         return apps[-1]
 
     yield make

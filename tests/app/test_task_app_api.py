@@ -211,8 +211,9 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     code: grpc.StatusCode,
 ) -> None:
     """A Cloud Tasks failure is a 503 with a clear message, an ERROR log line, no task
-    reported; the next request works again."""
-    fake_tasks.fail("CreateTask", code, call=1)
+    reported; the next request works again. A refusal's own words (which permission is
+    missing) are passed on; an outage's are not."""
+    fake_tasks.fail("CreateTask", code, call=1, details="words of Cloud Tasks")
 
     failed = client.post("/tasks", json={})
     recovered = client.post("/tasks", json={})
@@ -222,9 +223,29 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     assert "Cloud Tasks is unavailable" in body["error"]
     assert code.name in body["error"]
     assert body["tasks"] == []
+    assert ("words of Cloud Tasks" in body["error"]) == (code == grpc.StatusCode.PERMISSION_DENIED)
     assert recovered.status_code == 201
     errors = [line for line in log_lines() if line["severity"] == "ERROR"]
     assert any(code.name in line["message"] for line in errors)
+
+
+def test_calls_carry_the_credentials_token(
+    task_app_settings: TaskAppSettings, fake_tasks: FakeCloudTasks
+) -> None:
+    """Every call is authorized by the credentials it was given (on Cloud Run, google-auth's
+    default ones: the service account's token from the metadata server)."""
+    from google.oauth2.credentials import Credentials
+    from task_app import create_app
+
+    app = create_app(task_app_settings, credentials=Credentials(token="the-token"))
+    try:
+        client = app.test_client()
+        assert client.post("/tasks", json={}).status_code == 201
+        assert client.get("/api/tasks").status_code == 200
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+    assert fake_tasks.authorizations == ["Bearer the-token"] * 2
 
 
 def test_fan_out_failure_reports_exactly_the_created_tasks(
@@ -275,7 +296,9 @@ def test_unreachable_api_is_503(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    settings = dataclasses.replace(task_app_settings, emulator_host=f"127.0.0.1:{closed_port}")
+    settings = dataclasses.replace(
+        task_app_settings, api_endpoint=f"http://127.0.0.1:{closed_port}"
+    )
     client = make_task_app(settings).test_client()
     created = client.post("/tasks", json={})
     listed = client.get("/api/tasks")
@@ -322,6 +345,7 @@ def test_list_tasks_reports_attempts(client: FlaskClient, fake_tasks: FakeCloudT
     }
     assert task["schedule_time"] is not None
     assert fake_tasks.list_requests[0].parent == QUEUE
+    assert fake_tasks.list_requests[0].page_size == 100
 
 
 def test_list_tasks_outage_is_503(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:

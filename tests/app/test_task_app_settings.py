@@ -28,8 +28,15 @@ def test_good_environment_is_read() -> None:
     assert settings.worker_url == "https://worker.example.run.app"
     assert settings.worker_tasks_url == "https://worker.example.run.app/tasks"
     assert settings.dispatch_deadline_seconds == 900
-    assert settings.emulator_host is None
+    assert settings.api_endpoint is None  # Google's
     assert settings.oidc_service_account is None
+
+
+def test_the_cloud_tasks_endpoint_is_a_base_url() -> None:
+    """CLOUD_TASKS_API_ENDPOINT points the same REST client at another Cloud Tasks (the
+    local emulator's); the trailing slash is dropped."""
+    env = {**GOOD, "CLOUD_TASKS_API_ENDPOINT": "http://127.0.0.1:8125/"}
+    assert TaskAppSettings.from_env(env).api_endpoint == "http://127.0.0.1:8125"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +53,10 @@ def test_good_environment_is_read() -> None:
         ({"DISPATCH_DEADLINE_SECONDS": "1801"}, "between 15 and 1800"),
         ({"DISPATCH_DEADLINE_SECONDS": "ten"}, "DISPATCH_DEADLINE_SECONDS='ten' is not an integer"),
         ({"CLOUD_TASKS_TIMEOUT_SECONDS": "0"}, "CLOUD_TASKS_TIMEOUT_SECONDS=0.0 is out of range"),
+        (
+            {"CLOUD_TASKS_API_ENDPOINT": "127.0.0.1:8123"},
+            "CLOUD_TASKS_API_ENDPOINT='127.0.0.1:8123' is not a base URL",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(changes: dict[str, str | None], words: str) -> None:
