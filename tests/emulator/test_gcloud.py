@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import google.auth.transport.requests
@@ -105,7 +105,9 @@ def gcloud(tmp_path: Path) -> Iterator[tuple[Gcloud, str]]:
         process.communicate(timeout=10)
 
 
-def test_chapter_commands_verbatim(gcloud: tuple[Gcloud, str], make_target) -> None:
+def test_chapter_commands_verbatim(
+    gcloud: tuple[Gcloud, str], make_target: Callable[[], Target]
+) -> None:
     """create, describe (exactly the chapter's fields: no maxRetryDuration when it is
     unlimited), the chapter's update then describe again, the chapter's IAM binding,
     pause, create-http-task with an OIDC service account, list, resume and delivery with
