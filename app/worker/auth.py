@@ -11,13 +11,13 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from google.auth import exceptions as auth_exceptions
 from google.auth import transport
-from google.auth.transport import requests as auth_requests
-from google.oauth2 import id_token
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ class CachingRequest(transport.Request):
     """
 
     def __init__(self, session: requests.Session | None = None) -> None:
+        # requests and google-auth's transport load with the first verifier that needs
+        # them, not with the worker: they are a fifth of its start-up otherwise.
+        import requests
+        from google.auth.transport import requests as auth_requests
+
         self._inner = auth_requests.Request(session=session or requests.Session())
         self._cache: dict[str, tuple[float, transport.Response]] = {}
         self._lock = threading.Lock()
@@ -90,17 +95,27 @@ class TokenVerifier:
     def __init__(self, caller_email: str, certs_url: str) -> None:
         self._caller_email = caller_email
         self._certs_url = certs_url
-        self._request = CachingRequest()
+        self._request: CachingRequest | None = None
+        self._request_lock = threading.Lock()
+
+    def _certs_request(self) -> CachingRequest:
+        """The one caching transport of this verifier, made at the first token."""
+        with self._request_lock:
+            if self._request is None:
+                self._request = CachingRequest()
+            return self._request
 
     def verify(self, authorization: str | None, audience: str) -> Mapping[str, Any]:
         """The token's claims, or AuthFailure saying why not."""
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthFailure(401, "missing bearer token")
         token = authorization.removeprefix("Bearer ").strip()
+        from google.oauth2 import id_token
+
         try:
             claims: Mapping[str, Any] = id_token.verify_token(
                 token,
-                self._request,
+                self._certs_request(),
                 audience=audience,
                 certs_url=self._certs_url,
                 clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
