@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -255,7 +256,7 @@ def test_a_worker_told_to_stop_ends_at_once_and_a_failed_one_exits_as_usual(
     from service_common import gunicorn_defaults
 
     exits: list[int] = []
-    monkeypatch.setattr(gunicorn_defaults.os, "_exit", exits.append)
-    monkeypatch.setattr(gunicorn_defaults.logging, "shutdown", lambda: None)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
     gunicorn_defaults.worker_exit(None, SimpleNamespace(booted=booted, alive=alive))
     assert exits == ([0] if ends_at_once else [])
