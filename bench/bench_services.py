@@ -198,6 +198,7 @@ def _services(fake_url: str, emulator: Emulator) -> list[Service]:
             # Verifying tokens, as on Cloud Run (the keys are fetched at the first task).
             {
                 "OIDC_SERVICE_ACCOUNT": TASK_APP_ACCOUNT,
+                "OIDC_AUDIENCE": "https://worker.bench.example",
                 "OIDC_CERTS_URL": emulator.certs_url,
                 "DISPATCH_DEADLINE_SECONDS": "600",
             },

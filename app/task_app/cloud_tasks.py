@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 100
+# At most this many ListTasks calls wait on Cloud Tasks at once; another is answered "busy"
+# at once. A hung API then holds at most this many request threads, each for at most the
+# call's timeout, and the rest stay free for the page, task creation and /healthz.
+MAX_CONCURRENT_LISTS = 2
+# How Google words an IAM denial (google.rpc.ErrorInfo carries the same as metadata):
+# 'The principal (user or service account) lacks IAM permission "cloudtasks.tasks.list"
+# for the resource "projects/P/locations/L/queues/Q" (or the resource may not exist).'
+_LACKS_PERMISSION = re.compile(r'lacks IAM permission "([A-Za-z0-9_.]+)"')
 
 
 class CloudTasksUnavailable(Exception):
@@ -55,13 +64,9 @@ def short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-# Statuses whose message says what the operator must fix (a grant, a queue), so the
-# answer passes it on; other statuses' messages are internals of a passing outage.
-TELLING_STATUSES = frozenset({"PERMISSION_DENIED"})
-
-
-def _api_status(error: Any) -> tuple[str, str]:
-    """(status name, Cloud Tasks' own message) of a failed call.
+def _api_failure(error: Any) -> _Failure:
+    """The status name, Cloud Tasks' own message and any missing permission of a failed
+    call.
 
     Over REST the HTTP status alone is ambiguous (409 is ALREADY_EXISTS or ABORTED), so the
     name comes from Google's JSON error body when it has one.
@@ -78,7 +83,18 @@ def _api_status(error: Any) -> tuple[str, str]:
     if name is None:
         code = error.grpc_status_code
         name = code.name if code is not None else str(error.code)
-    return name, str(message)
+    return _Failure(name, str(message), missing_permission(name, str(message), error))
+
+
+def missing_permission(status: str, message: str, error: Any = None) -> str | None:
+    """The IAM permission a PERMISSION_DENIED says the caller lacks, when it names one."""
+    if status != "PERMISSION_DENIED":
+        return None
+    metadata = getattr(error, "metadata", None) or {}
+    if isinstance(metadata.get("permission"), str):
+        return str(metadata["permission"])
+    match = _LACKS_PERMISSION.search(message)
+    return match.group(1) if match else None
 
 
 def _transport_status(error: Exception) -> str:
@@ -142,6 +158,7 @@ class CloudTasksGateway:
         self._credentials = credentials
         self._client: tasks_v2.CloudTasksClient | None = None
         self._lock = threading.Lock()
+        self._list_slots = threading.BoundedSemaphore(MAX_CONCURRENT_LISTS)
 
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         with self._lock:
@@ -250,10 +267,18 @@ class CloudTasksGateway:
                 retry=None,
             )
         except api_exceptions.GoogleAPICallError as error:
-            return _Failure(*_api_status(error))
+            return _api_failure(error)
         except _send_errors() as error:
             # No credentials or no connection: the same for the user as an outage.
             return _Failure(_transport_status(error), repr(error))
+
+    def _lacks(self, permission: str | None) -> str:
+        if permission is None:
+            return ""
+        return (
+            f" The task-app's service account lacks {permission} on queue"
+            f" {self._settings.queue_id!r}: the stack must grant it."
+        )
 
     def _failure_message(
         self, failure: _Failure, position: int, count: int, task_id: str | None
@@ -274,12 +299,22 @@ class CloudTasksGateway:
         return (
             f"Cloud Tasks is unavailable ({failure.status}): {which} was not created"
             + (", nor any after it." if position < count else ".")
-            + _telling(failure)
-            + " Try again later."
+            + (self._lacks(failure.permission) or " Try again later.")
         )
 
     def list_tasks(self) -> list[dict[str, object]]:
         """The queue's current tasks (first page, up to 100), as the page shows them."""
+        if not self._list_slots.acquire(blocking=False):
+            raise CloudTasksUnavailable(
+                f"Cloud Tasks is slow to answer: {MAX_CONCURRENT_LISTS} lists of the queue's "
+                "tasks are still waiting for it; try again shortly"
+            )
+        try:
+            return self._list_first_page()
+        finally:
+            self._list_slots.release()
+
+    def _list_first_page(self) -> list[dict[str, object]]:
         from google.api_core import exceptions as api_exceptions
         from google.cloud import tasks_v2
 
@@ -293,11 +328,11 @@ class CloudTasksGateway:
             )
             first_page = next(iter(pager.pages), None)
         except api_exceptions.GoogleAPICallError as error:
-            failure = _Failure(*_api_status(error))
+            failure = _api_failure(error)
             logger.error("ListTasks failed with %s: %s", failure.status, failure.message)
             raise CloudTasksUnavailable(
                 f"Cloud Tasks is unavailable ({failure.status}): cannot list the queue's tasks."
-                + _telling(failure)
+                + self._lacks(failure.permission)
             ) from error
         except _send_errors() as error:
             logger.error("ListTasks could not be sent: %r", error)
@@ -312,12 +347,9 @@ class CloudTasksGateway:
 
 @dataclass(frozen=True)
 class _Failure:
-    """A call that did not succeed: the API's status name and its message."""
+    """A call that did not succeed: the API's status name, its message, and the IAM
+    permission it says the caller lacks, if any."""
 
     status: str
     message: str
-
-
-def _telling(failure: _Failure) -> str:
-    """Cloud Tasks' own words, when they say what to fix (see TELLING_STATUSES)."""
-    return f" Cloud Tasks says: {failure.message}" if failure.status in TELLING_STATUSES else ""
+    permission: str | None = None

@@ -135,15 +135,18 @@ def worker_client(worker_settings: WorkerSettings) -> FlaskClient:
 
 @pytest.fixture
 def secured_settings(worker_settings: WorkerSettings, oidc_keys: OidcKeys) -> WorkerSettings:
-    """Token verification on, against the local key server, audience from the request."""
+    """Token verification on, against the local key server, for the worker's URL."""
     return dataclasses.replace(
-        worker_settings, oidc_caller_email=TASK_APP_SA, oidc_certs_url=oidc_keys.url
+        worker_settings,
+        oidc_caller_email=TASK_APP_SA,
+        oidc_audiences=(WORKER_URL,),
+        oidc_certs_url=oidc_keys.url,
     )
 
 
 @pytest.fixture
 def secured_worker_client(secured_settings: WorkerSettings) -> FlaskClient:
-    """The worker verifying tokens against the local key server, audience from the request."""
+    """The worker verifying tokens against the local key server, for the worker's URL."""
     from worker import create_app
 
     return create_app(secured_settings).test_client()
