@@ -1,6 +1,6 @@
-"""The README and the pages in docs/ say only what the code does: the environment contract's
-table is the contract module, every option the emulator's page lists is one the emulator
-takes (and every option it takes is listed), every `make` target and runner option they
+"""The README and the pages in docs/ say only what the code does: the environment
+contract's table is the contract module, the policy rules' table is the pack, the emulator's
+option table is its command line (both ways), every `make` target and runner option they
 name exists, and every link between them points at a file and heading that exist."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from service_common import contract
 from tasks_emulator.__main__ import parse_args as emulator_args
 
 from local_stack.cli import parse_args as local_stack_args
+from policy import stack_rules
 from stack_settings import PROJECT_DIR
 
 DOCS = PROJECT_DIR / "docs"
@@ -70,6 +71,12 @@ def test_the_emulator_options_table_is_its_command_line(capsys: pytest.CaptureFi
     rows = table_rows(section(DOCS / "emulator.md", "options"), 3)
     listed = {OPTION.findall(cells[0])[0] for cells in rows}
     assert listed == help_options(lambda: emulator_args(["--help"]), capsys) - {"--help"}
+
+
+def test_the_policy_rules_table_is_the_pack() -> None:
+    """docs/review.md lists exactly the rules of the policy pack, by their names."""
+    rows = table_rows(section(DOCS / "review.md", "policy-rules"), 2)
+    assert [cells[0].strip("`") for cells in rows] == [rule.name for rule in stack_rules.RULES]
 
 
 def test_every_option_named_exists(capsys: pytest.CaptureFixture[str]) -> None:
