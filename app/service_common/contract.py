@@ -55,7 +55,8 @@ WORKER_URL = Variable("WORKER_URL", "the worker's base URL; every task is POSTed
 SECRET_KEY = Variable("SECRET_KEY", "the session and CSRF key (from Secret Manager on Cloud Run)")
 CLOUD_TASKS_EMULATOR_HOST = Variable(
     "CLOUD_TASKS_EMULATOR_HOST",
-    "host:port of a local Cloud Tasks (insecure gRPC); unset on Cloud Run",
+    "host:port of a local Cloud Tasks (gRPC without TLS on loopback, calls still carrying the"
+    " account's token); unset on Cloud Run",
 )
 CLOUD_TASKS_TIMEOUT_SECONDS = Variable(
     "CLOUD_TASKS_TIMEOUT_SECONDS", "timeout of each Cloud Tasks call, in seconds"

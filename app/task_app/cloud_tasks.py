@@ -1,9 +1,11 @@
 """task-app's only door to Cloud Tasks: creating the worker's tasks and listing the queue.
 
 One CloudTasksClient per process, created on first use (gRPC channels do not survive a fork,
-and a missing credential must become a 503, not a crash at start). With
-CLOUD_TASKS_EMULATOR_HOST set, the same client talks to a local emulator over an insecure
-channel; otherwise it uses Google's endpoint with the instance's credentials.
+and a missing credential must become a 503, not a crash at start). It calls as the
+instance's own service account (google-auth's default credentials: on Cloud Run, and under
+the local runner, a metadata server). With CLOUD_TASKS_EMULATOR_HOST set, the same client
+and the same credentials talk to a local emulator: plain gRPC on loopback, each call still
+carrying the account's access token, so the emulator authorizes it as Google would.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+import google.auth
 import grpc
 from google.api_core import exceptions as api_exceptions
+from google.auth import credentials as auth_credentials
 from google.auth import exceptions as auth_exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
@@ -28,6 +32,7 @@ from task_app.settings import TaskAppSettings
 logger = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 100
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # How Google words an IAM denial (google.rpc.ErrorInfo carries the same as metadata):
 # 'The principal (user or service account) lacks IAM permission "cloudtasks.tasks.list"
 # for the resource "projects/P/locations/L/queues/Q" (or the resource may not exist).'
@@ -76,6 +81,20 @@ def missing_permission(error: api_exceptions.GoogleAPICallError) -> str | None:
     return match.group(1) if match else None
 
 
+def _emulator_credentials() -> auth_credentials.Credentials:
+    """The instance's default credentials; without any (a developer's shell with no
+    metadata server), none: the emulator takes a call without a token as its local
+    principal."""
+    try:
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    except auth_exceptions.DefaultCredentialsError:
+        logger.warning(
+            "no Google credentials found: calling the Cloud Tasks emulator without a token"
+        )
+        return auth_credentials.AnonymousCredentials()
+    return credentials
+
+
 def _iso(value: datetime.datetime | None) -> str | None:
     return value.astimezone(datetime.UTC).isoformat() if value is not None else None
 
@@ -121,10 +140,14 @@ class CloudTasksGateway:
             if self._client is None:
                 host = self._settings.emulator_host
                 if host:
-                    channel = grpc.insecure_channel(host)
-                    self._client = tasks_v2.CloudTasksClient(
-                        transport=CloudTasksGrpcTransport(channel=channel)
+                    # Local channel credentials: no TLS, but call credentials (the token)
+                    # are still sent, which a plain insecure channel would drop.
+                    transport = CloudTasksGrpcTransport(
+                        host=host,
+                        credentials=_emulator_credentials(),
+                        ssl_channel_credentials=grpc.local_channel_credentials(),
                     )
+                    self._client = tasks_v2.CloudTasksClient(transport=transport)
                 else:
                     self._client = tasks_v2.CloudTasksClient()
             return self._client

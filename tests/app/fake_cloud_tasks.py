@@ -36,6 +36,8 @@ class _State:
     # method -> {call number: failure}; call number 0 means every call.
     failures: dict[str, dict[int, _Failure]] = field(default_factory=lambda: defaultdict(dict))
     delays: dict[str, float] = field(default_factory=dict)
+    # The Authorization each call carried ("" for none), in call order.
+    authorizations: list[str] = field(default_factory=list)
     next_id: int = 1
 
 
@@ -108,13 +110,20 @@ class FakeCloudTasks:
             return list(self._state.list_requests)
 
     @property
+    def authorizations(self) -> list[str]:
+        with self._lock:
+            return list(self._state.authorizations)
+
+    @property
     def tasks(self) -> dict[str, tasks_v2.Task]:
         with self._lock:
             return dict(self._state.tasks)
 
     # --- service -----------------------------------------------------------------------
     def _enter(self, method: str, context: grpc.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata() or ())
         with self._lock:
+            self._state.authorizations.append(str(metadata.get("authorization", "")))
             self._state.calls[method] += 1
             number = self._state.calls[method]
             rules = self._state.failures.get(method, {})

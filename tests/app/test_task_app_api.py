@@ -14,6 +14,7 @@ import pytest
 from fake_cloud_tasks import FakeCloudTasks
 from flask import Flask
 from flask.testing import FlaskClient
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
 from services_support import QUEUE, TASK_APP_SA, WORKER_URL
@@ -226,6 +227,37 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     assert recovered.status_code == 201
     errors = [line for line in log_lines() if line["severity"] == "ERROR"]
     assert any(code.name in line["message"] for line in errors)
+
+
+def test_calls_carry_the_instance_credentials_token(
+    monkeypatch: pytest.MonkeyPatch, client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """The task-app calls as its own service account, emulator or not: the default
+    credentials' access token goes with every call (a plain insecure channel drops it)."""
+    from google.oauth2 import credentials
+
+    found = credentials.Credentials(token="ya29.the-task-apps-token")  # type: ignore[no-untyped-call]
+    monkeypatch.setattr("google.auth.default", lambda scopes=None: (found, "demo-project"))
+
+    assert client.post("/tasks", json={}).status_code == 201
+    assert client.get("/api/tasks").status_code == 200
+    assert fake_tasks.authorizations == ["Bearer ya29.the-task-apps-token"] * 2
+
+
+def test_without_credentials_calls_go_without_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+    client: FlaskClient,
+    fake_tasks: FakeCloudTasks,
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    def no_credentials(scopes: Any = None) -> Any:
+        raise DefaultCredentialsError("none here")
+
+    monkeypatch.setattr("google.auth.default", no_credentials)
+
+    assert client.post("/tasks", json={}).status_code == 201
+    assert fake_tasks.authorizations == [""]
+    assert any("without a token" in line["message"] for line in log_lines())
 
 
 def _denial(permission: str) -> str:

@@ -1,0 +1,119 @@
+"""IAM as Google Cloud enforces it, on the local system: the task-app calls Cloud Tasks as
+its own service account (its token from its metadata server), and the emulator authorizes
+each call against the queue's policy. With a grant the stack needs taken away (through
+SetIamPolicy on the running emulator's queue, never in the committed stack), the task-app
+fails the way it would first fail in production, and says which permission is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.iam.v1 import policy_pb2
+from tasks_emulator.iam import roles
+
+from local_stack.plan import task_app_service_account
+from tests.e2e.harness import System, unique_id
+
+pytestmark = pytest.mark.e2e
+
+Bindings = list[tuple[str, list[str]]]
+# The smallest predefined role that holds cloudtasks.tasks.list.
+LIST_ROLE = "roles/cloudtasks.viewer"
+
+
+def _member(system: System) -> str:
+    return f"serviceAccount:{task_app_service_account(system.settings)}"
+
+
+def granted(bindings: Bindings, member: str, role: str) -> Bindings:
+    """``bindings`` with ``member`` holding ``role`` as well."""
+    if any(member in members for held, members in bindings if held == role):
+        return bindings
+    others = [(held, members) for held, members in bindings if held != role]
+    current = next((members for held, members in bindings if held == role), [])
+    return [*others, (role, [*current, member])]
+
+
+def revoked(bindings: Bindings, member: str, permission: str) -> Bindings:
+    """``bindings`` without any role of ``member`` that holds ``permission``."""
+    table = roles()
+    kept = []
+    for role, members in bindings:
+        held = [m for m in members if m != member or permission not in table.get(role, ())]
+        if held:
+            kept.append((role, held))
+    return kept
+
+
+def _policy(bindings: Bindings) -> policy_pb2.Policy:
+    return policy_pb2.Policy(
+        bindings=[policy_pb2.Binding(role=role, members=members) for role, members in bindings]
+    )
+
+
+@contextmanager
+def queue_policy(system: System, change: Callable[[Bindings], Bindings]) -> Iterator[None]:
+    """The queue's policy changed by ``change`` (as an owner: the local principal, a call
+    without a token), and back as it was afterwards, whatever happens."""
+    client = system.client()
+    queue = system.settings.queue_id
+    before = client.get_iam_policy(resource=queue)
+    bindings = [(b.role, list(b.members)) for b in before.bindings]
+    client.set_iam_policy(request={"resource": queue, "policy": _policy(change(bindings))})
+    try:
+        yield
+    finally:
+        client.set_iam_policy(request={"resource": queue, "policy": _policy(bindings)})
+
+
+def test_the_page_lists_the_tasks_only_while_the_task_app_may_list_them(system: System) -> None:
+    member = _member(system)
+    task_id = unique_id("iam-list")
+    client = system.client()
+    with queue_policy(system, lambda b: granted(b, member, LIST_ROLE)):
+        # Scheduled far ahead: it stays in the queue while the page lists it.
+        [created] = system.schedule(task_id=task_id, delay_seconds=3600)
+        try:
+            listing = requests.get(f"{system.task_app_url}/api/tasks", timeout=30)
+            assert listing.status_code == 200, listing.text
+            assert task_id in [task["id"] for task in listing.json()["tasks"]]
+            page = requests.get(f"{system.task_app_url}/", timeout=30)
+            assert page.status_code == 200
+            assert task_id in page.text
+            assert "PERMISSION_DENIED" not in page.text
+
+            with queue_policy(system, lambda b: revoked(b, member, "cloudtasks.tasks.list")):
+                listing = requests.get(f"{system.task_app_url}/api/tasks", timeout=30)
+                page = requests.get(f"{system.task_app_url}/", timeout=30)
+            assert listing.status_code == 503
+            error = listing.json()["error"]
+            assert "(PERMISSION_DENIED)" in error
+            assert "cloudtasks.tasks.list" in error
+            assert page.status_code == 200  # the form still works; the list says why not
+            assert "PERMISSION_DENIED" in page.text
+            assert "cloudtasks.tasks.list" in page.text
+            assert task_id not in page.text
+        finally:
+            client.delete_task(name=f"{system.settings.queue_id}/tasks/{created}")
+
+
+def test_without_the_enqueuer_grant_nothing_is_created(system: System) -> None:
+    member = _member(system)
+    task_id = unique_id("iam-create")
+    with queue_policy(system, lambda b: revoked(b, member, "cloudtasks.tasks.create")):
+        response = requests.post(
+            f"{system.task_app_url}/tasks", json={"task_id": task_id}, timeout=30
+        )
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert "(PERMISSION_DENIED)" in body["error"]
+    assert "cloudtasks.tasks.create" in body["error"]
+    assert body["tasks"] == []
+    with pytest.raises(api_exceptions.NotFound):
+        system.client().get_task(name=f"{system.settings.queue_id}/tasks/{task_id}")
+    # And with the grant back, the same request goes through.
+    assert system.schedule(task_id=f"{task_id}-after") == [f"{task_id}-after"]
