@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.iam.v1 import policy_pb2
+from playwright.sync_api import expect, sync_playwright
 from tasks_emulator.iam import roles
 
 from local_stack.plan import task_app_service_account
 from tests.e2e.harness import System, unique_id
+from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -70,35 +73,66 @@ def queue_policy(system: System, change: Callable[[Bindings], Bindings]) -> Iter
         client.set_iam_policy(request={"resource": queue, "policy": _policy(bindings)})
 
 
-def test_the_page_lists_the_tasks_only_while_the_task_app_may_list_them(system: System) -> None:
-    member = _member(system)
-    task_id = unique_id("iam-list")
-    client = system.client()
-    with queue_policy(system, lambda b: granted(b, member, LIST_ROLE)):
-        # Scheduled far ahead: it stays in the queue while the page lists it.
-        [created] = system.schedule(task_id=task_id, delay_seconds=3600)
-        try:
-            listing = requests.get(f"{system.task_app_url}/api/tasks", timeout=30)
-            assert listing.status_code == 200, listing.text
-            assert task_id in [task["id"] for task in listing.json()["tasks"]]
-            page = requests.get(f"{system.task_app_url}/", timeout=30)
-            assert page.status_code == 200
-            assert task_id in page.text
-            assert "PERMISSION_DENIED" not in page.text
+@contextmanager
+def waiting_task(system: System, label: str) -> Iterator[str]:
+    """A task scheduled through the task-app an hour ahead, so that it stays in the queue
+    while it is listed; deleted afterwards."""
+    [task_id] = system.schedule(task_id=unique_id(label), delay_seconds=3600)
+    try:
+        yield task_id
+    finally:
+        system.client().delete_task(name=f"{system.settings.queue_id}/tasks/{task_id}")
 
+
+def test_api_tasks_lists_only_while_the_task_app_may_list(system: System) -> None:
+    member = _member(system)
+    url = f"{system.task_app_url}/api/tasks"
+    with (
+        queue_policy(system, lambda b: granted(b, member, LIST_ROLE)),
+        waiting_task(system, "iam-list") as task_id,
+    ):
+        listing = requests.get(url, timeout=30)
+        assert listing.status_code == 200, listing.text
+        assert task_id in [task["id"] for task in listing.json()["tasks"]]
+
+        with queue_policy(system, lambda b: revoked(b, member, "cloudtasks.tasks.list")):
+            denied = requests.get(url, timeout=30)
+        assert denied.status_code == 503
+        error = denied.json()["error"]
+        assert "(PERMISSION_DENIED)" in error
+        assert "cloudtasks.tasks.list" in error
+
+        # The grant back: listed again, nothing lost.
+        assert task_id in [task["id"] for task in requests.get(url, timeout=30).json()["tasks"]]
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_tasks_or_the_missing_list_permission(
+    system: System,
+    chromium: Path,  # noqa: F811 (the browser test's fixture)
+) -> None:
+    """What a person sees: the queue's tasks with the grant; without it, the page says
+    PERMISSION_DENIED and names cloudtasks.tasks.list instead of a list."""
+    member = _member(system)
+    with (
+        queue_policy(system, lambda b: granted(b, member, LIST_ROLE)),
+        waiting_task(system, "iam-page") as task_id,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(system.task_app_url)
+            row = page.locator("#tasks tbody tr", has_text=task_id)
+            expect(row).to_have_count(1)
             with queue_policy(system, lambda b: revoked(b, member, "cloudtasks.tasks.list")):
-                listing = requests.get(f"{system.task_app_url}/api/tasks", timeout=30)
-                page = requests.get(f"{system.task_app_url}/", timeout=30)
-            assert listing.status_code == 503
-            error = listing.json()["error"]
-            assert "(PERMISSION_DENIED)" in error
-            assert "cloudtasks.tasks.list" in error
-            assert page.status_code == 200  # the form still works; the list says why not
-            assert "PERMISSION_DENIED" in page.text
-            assert "cloudtasks.tasks.list" in page.text
-            assert task_id not in page.text
+                page.reload()
+                status = page.locator("#tasks-status")
+                expect(status).to_contain_text("PERMISSION_DENIED")
+                expect(status).to_contain_text("cloudtasks.tasks.list")
+                expect(row).to_have_count(0)
         finally:
-            client.delete_task(name=f"{system.settings.queue_id}/tasks/{created}")
+            browser.close()
 
 
 def test_without_the_enqueuer_grant_nothing_is_created(system: System) -> None:
