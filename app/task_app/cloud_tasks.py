@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 100
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# At most this many ListTasks calls wait on Cloud Tasks at once; another is answered "busy"
+# at once. A hung API then holds at most this many request threads, each for at most the
+# call's timeout, and the rest stay free for the page, task creation and /healthz.
+MAX_CONCURRENT_LISTS = 2
 # How Google words an IAM denial (google.rpc.ErrorInfo carries the same as metadata):
 # 'The principal (user or service account) lacks IAM permission "cloudtasks.tasks.list"
 # for the resource "projects/P/locations/L/queues/Q" (or the resource may not exist).'
@@ -134,6 +138,7 @@ class CloudTasksGateway:
         self._settings = settings
         self._client: tasks_v2.CloudTasksClient | None = None
         self._lock = threading.Lock()
+        self._list_slots = threading.BoundedSemaphore(MAX_CONCURRENT_LISTS)
 
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         with self._lock:
@@ -273,6 +278,17 @@ class CloudTasksGateway:
 
     def list_tasks(self) -> list[dict[str, object]]:
         """The queue's current tasks (first page, up to 100), as the page shows them."""
+        if not self._list_slots.acquire(blocking=False):
+            raise CloudTasksUnavailable(
+                f"Cloud Tasks is slow to answer: {MAX_CONCURRENT_LISTS} lists of the queue's "
+                "tasks are still waiting for it; try again shortly"
+            )
+        try:
+            return self._list_first_page()
+        finally:
+            self._list_slots.release()
+
+    def _list_first_page(self) -> list[dict[str, object]]:
         try:
             pager = self._get_client().list_tasks(
                 request=tasks_v2.ListTasksRequest(
