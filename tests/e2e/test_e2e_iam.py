@@ -24,21 +24,10 @@ from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium  # noqa: F401 (a 
 pytestmark = pytest.mark.e2e
 
 Bindings = list[tuple[str, list[str]]]
-# The smallest predefined role that holds cloudtasks.tasks.list.
-LIST_ROLE = "roles/cloudtasks.viewer"
 
 
 def _member(system: System) -> str:
     return f"serviceAccount:{task_app_service_account(system.settings)}"
-
-
-def granted(bindings: Bindings, member: str, role: str) -> Bindings:
-    """``bindings`` with ``member`` holding ``role`` as well."""
-    if any(member in members for held, members in bindings if held == role):
-        return bindings
-    others = [(held, members) for held, members in bindings if held != role]
-    current = next((members for held, members in bindings if held == role), [])
-    return [*others, (role, [*current, member])]
 
 
 def revoked(bindings: Bindings, member: str, permission: str) -> Bindings:
@@ -87,10 +76,8 @@ def waiting_task(system: System, label: str) -> Iterator[str]:
 def test_api_tasks_lists_only_while_the_task_app_may_list(system: System) -> None:
     member = _member(system)
     url = f"{system.task_app_url}/api/tasks"
-    with (
-        queue_policy(system, lambda b: granted(b, member, LIST_ROLE)),
-        waiting_task(system, "iam-list") as task_id,
-    ):
+    # With the stack's own grants.
+    with waiting_task(system, "iam-list") as task_id:
         listing = requests.get(url, timeout=30)
         assert listing.status_code == 200, listing.text
         assert task_id in [task["id"] for task in listing.json()["tasks"]]
@@ -111,14 +98,10 @@ def test_the_page_shows_the_tasks_or_the_missing_list_permission(
     system: System,
     chromium: Path,  # noqa: F811 (the browser test's fixture)
 ) -> None:
-    """What a person sees: the queue's tasks with the grant; without it, the page says
-    PERMISSION_DENIED and names cloudtasks.tasks.list instead of a list."""
+    """What a person sees: the queue's tasks with the stack's grants; without the list
+    grant, the page says PERMISSION_DENIED and names cloudtasks.tasks.list instead."""
     member = _member(system)
-    with (
-        queue_policy(system, lambda b: granted(b, member, LIST_ROLE)),
-        waiting_task(system, "iam-page") as task_id,
-        sync_playwright() as playwright,
-    ):
+    with waiting_task(system, "iam-page") as task_id, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
