@@ -72,6 +72,55 @@ def test_every_resource_type_is_mapped_to_its_api(stack: str) -> None:
     }
 
 
+# Each setting at the ends of what the settings model accepts (README's "Allowed").
+EXTREMES: dict[str, dict[str, Any]] = {
+    "queue at its limits": {
+        "maxDispatchesPerSecond": "500",
+        "maxConcurrentDispatches": 5000,
+        "maxAttempts": -1,
+        "loggingSamplingRatio": "1.0",
+        "queueName": "q" * 95,  # its dead-letter queue's name is then 100 characters
+    },
+    "slowest queue": {
+        "maxDispatchesPerSecond": "0.001",
+        "maxConcurrentDispatches": 1,
+        "maxAttempts": 1,
+        "minBackoff": "0s",
+        "maxBackoff": "0s",
+        "loggingSamplingRatio": "0.001",
+    },
+    "longest names": {"taskAppName": "t" * 30, "workerName": "w" * 30},
+    "shortest names": {"taskAppName": "tasker", "workerName": "worker"},
+    "largest services": {
+        "workerCpu": 8,
+        "workerMemory": "32Gi",
+        "workerTimeout": "1800s",
+        "workerMinInstances": 1000,
+        "workerMaxInstances": 1000,
+        "taskAppMaxInstances": 1000,
+        "keepImageVersions": 1000,
+    },
+    "smallest services": {
+        "workerCpu": 1,
+        "workerMemory": "128Mi",
+        "workerTimeout": "15s",
+        "workerMaxInstances": 1,
+        "keepImageVersions": 1,
+    },
+    "4 CPUs at their least memory": {"workerCpu": 4, "workerMemory": "2Gi"},
+}
+
+
+@pytest.mark.parametrize("settings", EXTREMES.values(), ids=EXTREMES.keys())
+def test_what_the_settings_accept_google_accepts(settings: dict[str, Any]) -> None:
+    """The settings model refuses before Google would: at the ends of every range it
+    allows, the program still declares only values Google takes."""
+    run = run_stack(
+        "Pulumi.dev.yaml", {f"cloud-run-tasks:{key}": value for key, value in settings.items()}
+    )
+    assert check_run(run) == []
+
+
 def test_a_wrong_enum_is_caught() -> None:
     def change(run: StackRun) -> None:
         resource(run, SERVICE, "worker-service").inputs["ingress"] = "INGRESS_TRAFFIC_PUBLIC"
