@@ -181,7 +181,7 @@ class Api:
         self.channel = grpc.aio.insecure_channel(address)
 
         def method(name: str, request: Any, response: Any) -> Callable[..., Any]:
-            return self.channel.unary_unary(
+            stub: Callable[..., Any] = self.channel.unary_unary(
                 SERVICE + name,
                 request_serializer=request.pb().SerializeToString
                 if hasattr(request, "pb")
@@ -190,6 +190,7 @@ class Api:
                 if hasattr(response, "pb")
                 else response.FromString,
             )
+            return stub
 
         self.create_queue = method("CreateQueue", cloudtasks.CreateQueueRequest, queue.Queue)
         self.pause = method("PauseQueue", cloudtasks.PauseQueueRequest, queue.Queue)

@@ -277,21 +277,40 @@ def gcloud_hint(state_dir: Path, settings: StackSettings) -> str:
     )
 
 
+def _stop_on_signals(stack: LocalStack, say: LinePrinter) -> None:
+    """SIGINT and SIGTERM stop the parts gracefully; a second request, later, kills them."""
+    first_signal: list[float] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if not first_signal:
+            first_signal.append(now)
+            say(STACK, f"{signal.Signals(signum).name} received: stopping (again to force)")
+        elif now - first_signal[0] < SAME_STOP_SECONDS:
+            # One Ctrl-C can arrive twice: from the terminal and forwarded by `uv run`.
+            return
+        else:
+            say(STACK, "second stop request: killing without waiting")
+        stack.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
 def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int:
     out = stream or sys.stdout
     try:
         args = parse_args(argv, dict(os.environ))
         stack_file = Path(args.stack)
         settings = load_stack_file(stack_file)
+        problems = port_problems(args.host, args.ports, args.skip)
     except (UsageError, SettingsError, FileNotFoundError) as error:
-        print(f"local_stack: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    say = LinePrinter(out, raw=args.json_logs)
-    problems = port_problems(args.host, args.ports, args.skip)
+        problems = [str(error)]
     if problems:
         for problem in problems:
             print(f"local_stack: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    say = LinePrinter(out, raw=args.json_logs)
 
     state_dir = args.state_dir or state_dir_for(stack_file)
     queues = [queue.to_api() for queue in declared_queues(stack_file, state_dir)]
@@ -317,22 +336,7 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
         startup_timeout=args.startup_timeout,
     )
 
-    first_signal: list[float] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if not first_signal:
-            first_signal.append(now)
-            say(STACK, f"{signal.Signals(signum).name} received: stopping (again to force)")
-        elif now - first_signal[0] < SAME_STOP_SECONDS:
-            # One Ctrl-C can arrive twice: from the terminal and forwarded by `uv run`.
-            return
-        else:
-            say(STACK, "second stop request: killing without waiting")
-        stack.request_stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    _stop_on_signals(stack, say)
 
     say(STACK, f"stack file {stack_file}: queue {settings.queue_id}")
     try:

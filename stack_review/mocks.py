@@ -14,6 +14,8 @@ from typing import Any
 
 import pulumi
 
+from stack_review import pulumi_internals as internals
+
 _Outputs = tuple[str, dict[str, Any]]
 CLIENT_CONFIG = "gcp:organizations/getClientConfig:getClientConfig"
 
@@ -24,9 +26,7 @@ def _digest(*parts: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """The value inside a Pulumi secret envelope (mock inputs arrive wrapped)."""
-    if pulumi.runtime.rpc.is_rpc_secret(value):
-        return pulumi.runtime.rpc.unwrap_rpc_secret(value)
-    return value
+    return internals.unwrap_secret(value) if internals.is_secret(value) else value
 
 
 class GcpMocks(pulumi.runtime.Mocks):
@@ -54,7 +54,9 @@ class GcpMocks(pulumi.runtime.Mocks):
 
     # ---- pulumi.runtime.Mocks ------------------------------------------------------------
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
         if not args.custom and not args.typ.startswith("pulumi:providers:"):
             return "", {}  # component resources have no cloud state
@@ -66,7 +68,9 @@ class GcpMocks(pulumi.runtime.Mocks):
         # Anything else (providers included): the provider echoes its inputs.
         return f"{args.name}-id", inputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == CLIENT_CONFIG:
             return {
                 "id": f"projects/{self.project}/regions//zones/",

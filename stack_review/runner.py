@@ -21,11 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import massage, run_pulumi_func
 
+from stack_review import pulumi_internals as internals
 from stack_review.mocks import GcpMocks
 from stack_settings import PROJECT, PROJECT_DIR, merged_stack_config
 
@@ -60,11 +57,15 @@ class RecordedResource:
 
     def redacted_inputs(self) -> dict[str, Any]:
         """Inputs with every secret value replaced by a placeholder."""
-        return _redact(self.inputs, self.secret_paths, "")
+        redacted: dict[str, Any] = _redact(self.inputs, self.secret_paths, "")
+        return redacted
 
     def redacted_outputs(self) -> dict[str, Any]:
         """Outputs with every secret value (and every secret input echoed back) replaced."""
-        return _redact(self.outputs, self.secret_paths | self.secret_outputs, "")
+        redacted: dict[str, Any] = _redact(
+            self.outputs, self.secret_paths | self.secret_outputs, ""
+        )
+        return redacted
 
 
 @dataclass
@@ -118,7 +119,7 @@ class ProgramFailed(Exception):
         self.run = run
 
 
-class RecordingMonitor(MockMonitor):
+class RecordingMonitor(internals.MockMonitor):
     """Pulumi's mock engine, keeping a record of every registration."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
@@ -148,14 +149,14 @@ class RecordingMonitor(MockMonitor):
 
     def ReadResource(self, request: Any) -> Any:
         self._ensure_thread_loop()
-        return super().ReadResource(request)
+        return internals.monitor_call("ReadResource")(self, request)
 
     def RegisterResource(self, request: Any) -> Any:
         self._ensure_thread_loop()
-        response = super().RegisterResource(request)
+        response = internals.monitor_call("RegisterResource")(self, request)
         if request.type == "pulumi:pulumi:Stack":
             return response
-        inputs, secret_paths = _unwrap(rpc.deserialize_properties(request.object), "")
+        inputs, secret_paths = _unwrap(internals.deserialize_properties(request.object), "")
         registration = self.resources[response.urn]
         outputs, secret_outputs = _unwrap(dict(registration.state or {}), "")
         resource = RecordedResource(
@@ -180,17 +181,18 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
         self._ensure_thread_loop()
-        outputs, _ = _unwrap(rpc.deserialize_properties(request.outputs), "")
+        outputs, _ = _unwrap(internals.deserialize_properties(request.outputs), "")
         with self.lock:
             if request.urn in self.recorded:
                 self.recorded[request.urn].outputs = outputs
-        return super().RegisterResourceOutputs(request)
+        return internals.monitor_call("RegisterResourceOutputs")(self, request)
 
     def Invoke(self, request: Any) -> Any:
         self._ensure_thread_loop()
-        response = super().Invoke(request)
-        args, _ = _unwrap(rpc.deserialize_properties(request.args), "")
-        result, _ = _unwrap(rpc.deserialize_properties(response.__getattribute__("return")), "")
+        response = internals.monitor_call("Invoke")(self, request)
+        args, _ = _unwrap(internals.deserialize_properties(request.args), "")
+        returned = internals.deserialize_properties(response.__getattribute__("return"))
+        result, _ = _unwrap(returned, "")
         with self.lock:
             self.calls.append(RecordedCall(token=request.tok, args=args, result=result))
         return response
@@ -249,15 +251,15 @@ def _run(stack: str, config: dict[str, str], program: Path) -> StackRun:
                 # As the Pulumi CLI runs it: the file itself, as the __main__ module.
                 runpy.run_path(str(program), run_name="__main__")
 
-            loop.run_until_complete(run_pulumi_func(run_program))
+            loop.run_until_complete(internals.run_program(run_program))
         except Exception as exc:
             error = exc
         outputs: dict[str, Any] = {}
         secret_outputs: set[str] = set()
-        root = get_root_resource()
+        root = internals.root_resource()
         if error is None and root is not None:
             for key, value in getattr(root, "outputs", {}).items():
-                output = pulumi.Output.from_input(massage(value, []))
+                output = pulumi.Output.from_input(internals.massage(value))
                 outputs[key] = loop.run_until_complete(output.future())
                 if loop.run_until_complete(output.is_secret()):
                     secret_outputs.add(key)
@@ -298,8 +300,8 @@ def _as_cli_string(value: Any) -> str:
 
 def _unwrap(value: Any, path: str) -> tuple[Any, set[str]]:
     """Secret envelopes -> plain values, plus the dotted paths where they were."""
-    if rpc.is_rpc_secret(value):
-        inner, inner_paths = _unwrap(rpc.unwrap_rpc_secret(value), path)
+    if internals.is_secret(value):
+        inner, inner_paths = _unwrap(internals.unwrap_secret(value), path)
         return inner, {path or "."} | inner_paths
     if isinstance(value, dict):
         result: dict[str, Any] = {}

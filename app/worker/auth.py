@@ -50,13 +50,16 @@ class CachingRequest(transport.Request):
         **kwargs: Any,
     ) -> transport.Response:
         if method != "GET" or body is not None:
-            return self._inner(url, method=method, body=body, headers=headers, timeout=timeout)
+            passed: transport.Response = self._inner(
+                url, method=method, body=body, headers=headers, timeout=timeout
+            )
+            return passed
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(url)
         if cached is not None and cached[0] > now:
             return cached[1]
-        response = self._inner(
+        response: transport.Response = self._inner(
             url, method="GET", headers=headers, timeout=timeout or CERTS_FETCH_TIMEOUT_SECONDS
         )
         if response.status == 200:

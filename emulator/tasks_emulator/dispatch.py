@@ -135,45 +135,52 @@ class _Connection(asyncio.Protocol):
                 if len(self.buffer) > _MAX_HEAD:
                     raise ProtocolError("response head larger than 256 KiB")
                 return
-            lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-                raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-            status = int(parts[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+            version, status, headers = _parse_head(bytes(self.buffer[:end]))
             body_start = end + 4
             if 100 <= status < 200:
                 del self.buffer[:body_start]  # 100 Continue and friends: the real one follows
                 continue
-            keep_alive = headers.get("connection", "").lower() != "close" and parts[0] != "HTTP/1.0"
+            keep_alive = headers.get("connection", "").lower() != "close" and version != "HTTP/1.0"
             self._parsed_head = (status, headers.get("retry-after"))
             if self.head_request or status in _NO_BODY_STATUS:
-                self._consumed = body_start
-                self._complete(keep_alive)
-                return
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                consumed = _chunked_end(self.buffer, body_start)
-                if consumed is None:
+                body_end: int | None = body_start
+            elif "chunked" in headers.get("transfer-encoding", "").lower():
+                body_end = _chunked_end(self.buffer, body_start)
+            elif "content-length" in headers:
+                body_end = body_start + _content_length(headers["content-length"])
+                if len(self.buffer) < body_end:
                     return
-                self._consumed = consumed
-                self._complete(keep_alive)
+            else:
+                self._body_mode = "until-close"
                 return
-            if "content-length" in headers:
-                length = int(headers["content-length"])
-                if len(self.buffer) < body_start + length:
-                    return
-                self._consumed = body_start + length
-                self._complete(keep_alive)
+            if body_end is None:
                 return
-            self._body_mode = "until-close"
+            self._consumed = body_end
+            self._complete(keep_alive)
             return
 
     def _read_until_close(self) -> bool:
         """A response without length ends when the server closes: complete it now."""
         return self._body_mode == "until-close"
+
+
+def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    """A response head -> (HTTP version, status, headers with lower-case names)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], int(parts[1]), headers
+
+
+def _content_length(value: str) -> int:
+    if not value.isdigit():
+        raise ProtocolError(f"not a Content-Length: {value[:40]!r}")
+    return int(value)
 
 
 def _chunked_end(buffer: bytearray, start: int) -> int | None:

@@ -57,7 +57,7 @@ class Front:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "emulator stopped")
             assert link is not None
             call_id = next(self.ids) & 0xFFFFFFFF
-            future = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
             self.pending[call_id] = future
             link.send(call_id, index, pack_request(authorization_of(context), request))
             code, payload = await future

@@ -64,72 +64,82 @@ async def _flavor(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
 
 
-def metadata_app(iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> web.Application:
-    """The metadata server of the service account ``email``."""
-    project = project_of(email)
-    scopes = list(DEFAULT_SCOPES)
-    base = "/computeMetadata/v1"
-    account = base + "/instance/service-accounts/{account}"
+class _Account:
+    """The metadata answers of one service account."""
 
-    def check(request: web.Request) -> None:
-        if request.match_info["account"] not in ("default", email):
+    def __init__(self, iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> None:
+        self.iam = iam
+        self.signer = signer
+        self.clock = clock
+        self.email = email
+        self.project = project_of(email)
+        self.scopes = list(DEFAULT_SCOPES)
+
+    def check(self, request: web.Request) -> None:
+        if request.match_info["account"] not in ("default", self.email):
             raise web.HTTPNotFound(text=f"no service account {request.match_info['account']}\n")
 
-    async def ping(_: web.Request) -> web.Response:
+    async def ping(self, _: web.Request) -> web.Response:
         return _text("computeMetadata/\n")
 
-    async def listing(_: web.Request) -> web.Response:
-        return _text(f"default/\n{email}/\n")
+    async def listing(self, _: web.Request) -> web.Response:
+        return _text(f"default/\n{self.email}/\n")
 
-    async def info(request: web.Request) -> web.StreamResponse:
-        check(request)
+    async def info(self, request: web.Request) -> web.StreamResponse:
+        self.check(request)
         if request.query.get("recursive") == "true":
-            body = {"aliases": ["default"], "email": email, "scopes": scopes}
+            body = {"aliases": ["default"], "email": self.email, "scopes": self.scopes}
             return web.json_response(body, headers=FLAVOR)
         return _text("aliases\nemail\nidentity\nscopes\ntoken\n")
 
-    async def get_email(request: web.Request) -> web.Response:
-        check(request)
-        return _text(email)
+    async def get_email(self, request: web.Request) -> web.Response:
+        self.check(request)
+        return _text(self.email)
 
-    async def get_scopes(request: web.Request) -> web.Response:
-        check(request)
-        return _text("\n".join(scopes) + "\n")
+    async def get_scopes(self, request: web.Request) -> web.Response:
+        self.check(request)
+        return _text("\n".join(self.scopes) + "\n")
 
-    async def token(request: web.Request) -> web.Response:
-        check(request)
+    async def token(self, request: web.Request) -> web.Response:
+        self.check(request)
         asked = tuple(filter(None, request.query.get("scopes", "").split(","))) or DEFAULT_SCOPES
         body = {
-            "access_token": iam.mint_access_token(email, asked),
+            "access_token": self.iam.mint_access_token(self.email, asked),
             "expires_in": ACCESS_TOKEN_SECONDS,
             "token_type": "Bearer",
         }
         return web.json_response(body, headers=FLAVOR)
 
-    async def identity(request: web.Request) -> web.Response:
-        check(request)
+    async def identity(self, request: web.Request) -> web.Response:
+        self.check(request)
         audience = request.query.get("audience", "")
         if not audience:
             return web.Response(
                 status=400, text="non-empty audience parameter required\n", headers=FLAVOR
             )
-        return _text(signer.mint(email, audience, clock.now()))
+        return _text(self.signer.mint(self.email, audience, self.clock.now()))
 
-    async def project_id(_: web.Request) -> web.Response:
-        return _text(project)
+    async def project_id(self, _: web.Request) -> web.Response:
+        return _text(self.project)
 
-    async def project_number(_: web.Request) -> web.Response:
-        return _text(numeric_project_id(project))
+    async def project_number(self, _: web.Request) -> web.Response:
+        return _text(numeric_project_id(self.project))
 
+
+def metadata_app(iam: Iam, signer: TokenSigner, clock: Clock, email: str) -> web.Application:
+    """The metadata server of the service account ``email``."""
+    served = _Account(iam, signer, clock, email)
+    base = "/computeMetadata/v1"
+    account = base + "/instance/service-accounts/{account}"
     app = web.Application(middlewares=[_flavor])
-    app.router.add_get("/", ping)
-    app.router.add_get(base + "/project/project-id", project_id)
-    app.router.add_get(base + "/project/numeric-project-id", project_number)
-    app.router.add_get(base + "/instance/service-accounts/", listing)
-    app.router.add_get(account + "/", info)
-    app.router.add_get(account + "/email", get_email)
-    app.router.add_get(account + "/scopes", get_scopes)
-    app.router.add_route("GET", account + "/token", token)
-    app.router.add_route("POST", account + "/token", token)
-    app.router.add_get(account + "/identity", identity)
+    app.router.add_get("/", served.ping)
+    app.router.add_get(base + "/project/project-id", served.project_id)
+    app.router.add_get(base + "/project/numeric-project-id", served.project_number)
+    app.router.add_get(base + "/instance/service-accounts/", served.listing)
+    app.router.add_get(account + "/", served.info)
+    app.router.add_get(account + "/email", served.get_email)
+    app.router.add_get(account + "/scopes", served.get_scopes)
+    app.router.add_route("GET", account + "/token", served.token)
+    app.router.add_route("POST", account + "/token", served.token)
+    app.router.add_get(account + "/identity", served.identity)
     return app

@@ -73,7 +73,7 @@ def burst_for(rate: float) -> int:
 
 
 def seconds(duration: Any) -> float:
-    return float(duration.seconds) + duration.nanos / 1e9
+    return float(duration.seconds) + float(duration.nanos) / 1e9
 
 
 def to_duration(value: float) -> Any:
@@ -119,29 +119,37 @@ def normalize_rate_limits(limits: Any) -> None:
     limits.max_burst_size = burst_for(limits.max_dispatches_per_second)
 
 
-def normalize_retry_config(config: Any, fallback: RetryPolicy | None = None) -> RetryPolicy:
-    """Validates ``config`` in place, fills in the defaults (or ``fallback``'s values for
-    a task-level config) and returns the policy it describes."""
-    base = fallback or RetryPolicy()
+def _check_retry_signs(config: Any) -> None:
     if config.max_attempts < -1:
         raise invalid("RetryConfig.maxAttempts must be greater or equal to -1.")
     if config.max_doublings < 0:
         raise invalid("RetryConfig.maxDoublings cannot be negative.")
-    for field, label in (
-        ("min_backoff", "minBackoff"),
-        ("max_backoff", "maxBackoff"),
-        ("max_retry_duration", "maxRetryDuration"),
-    ):
+    for field, label in _RETRY_DURATIONS:
         if config.HasField(field) and seconds(getattr(config, field)) < 0:
             raise invalid(f"RetryConfig.{label} cannot be negative.")
+
+
+_RETRY_DURATIONS = (
+    ("min_backoff", "minBackoff"),
+    ("max_backoff", "maxBackoff"),
+    ("max_retry_duration", "maxRetryDuration"),
+)
+
+
+def normalize_retry_config(config: Any, fallback: RetryPolicy | None = None) -> RetryPolicy:
+    """Validates ``config`` in place, fills in the defaults (or ``fallback``'s values for
+    a task-level config) and returns the policy it describes."""
+    base = fallback or RetryPolicy()
+    _check_retry_signs(config)
     if config.max_attempts == 0:
         config.max_attempts = base.max_attempts
-    if not config.HasField("min_backoff"):
-        config.min_backoff.CopyFrom(to_duration(base.min_backoff))
-    if not config.HasField("max_backoff"):
-        config.max_backoff.CopyFrom(to_duration(base.max_backoff))
-    if not config.HasField("max_retry_duration"):
-        config.max_retry_duration.CopyFrom(to_duration(base.max_retry_duration))
+    for field, default in (
+        ("min_backoff", base.min_backoff),
+        ("max_backoff", base.max_backoff),
+        ("max_retry_duration", base.max_retry_duration),
+    ):
+        if not config.HasField(field):
+            getattr(config, field).CopyFrom(to_duration(default))
     if seconds(config.max_retry_duration) == 0:
         # Unlimited: the service leaves the field unset, so describe does not show it.
         config.ClearField("max_retry_duration")
@@ -217,6 +225,52 @@ def _header_bytes(headers: Any) -> int:
     return sum(len(k) + len(v) + 4 for k, v in headers.items())
 
 
+def _check_url(url: str) -> None:
+    if not url:
+        raise api_error("url_required")
+    if not (url.startswith("http://") or url.startswith("https://")):
+        raise invalid(f"HttpRequest.url must start with 'http://' or 'https://' (got {url!r}).")
+    if len(url) > MAX_URL_LENGTH:
+        raise invalid(f"HttpRequest.url must be at most {MAX_URL_LENGTH} characters long.")
+
+
+def _check_headers(headers: Any) -> None:
+    for name, value in headers.items():
+        if not HEADER_NAME_RE.match(name) or "\r" in value or "\n" in value:
+            raise invalid(f"HttpRequest.headers: {name!r} is not a valid header name and value.")
+    if _header_bytes(headers) > MAX_HEADER_BYTES:
+        raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
+
+
+def _normalize_http_request(request: Any) -> None:
+    """The target: URL, method (POST by default), body only with a body method, headers,
+    and a token only over https (or to a local host); the User-Agent is the service's."""
+    _check_url(request.url)
+    if request.http_method == UNSPECIFIED_METHOD:
+        request.http_method = POST_METHOD
+    if request.body and request.http_method not in BODY_METHODS:
+        raise invalid(
+            "HttpRequest.body can only be set when HttpRequest.httpMethod is POST, PUT or PATCH."
+        )
+    _check_headers(request.headers)
+    if request.HasField("oidc_token") and not request.oidc_token.service_account_email:
+        raise invalid("OidcToken.serviceAccountEmail must be set.")
+    if _token_over_plain_http(request):
+        raise api_error("url_https_with_token")
+    _set_user_agent(request.headers)
+
+
+def _normalize_deadline(task: Any) -> float:
+    """The dispatch deadline in seconds: within [15 s, 30 min], 10 minutes when unset."""
+    if not task.HasField("dispatch_deadline"):
+        task.dispatch_deadline.CopyFrom(to_duration(DEFAULT_DEADLINE))
+        return DEFAULT_DEADLINE
+    deadline = seconds(task.dispatch_deadline)
+    if not MIN_DEADLINE <= deadline <= MAX_DEADLINE:
+        raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
+    return deadline
+
+
 def normalize_task(task: Any, now: float) -> float:
     """Validates a task to create, in place, fills in the defaults, and returns its
     dispatch deadline in seconds. Name and queue are checked by the caller."""
@@ -224,40 +278,8 @@ def normalize_task(task: Any, now: float) -> float:
         raise invalid("App Engine tasks are not supported by this emulator (HTTP targets only).")
     if not task.HasField("http_request"):
         raise invalid("Task.httpRequest must be set: the task has no target.")
-    request = task.http_request
-    url = request.url
-    if not url:
-        raise api_error("url_required")
-    if not (url.startswith("http://") or url.startswith("https://")):
-        raise invalid(f"HttpRequest.url must start with 'http://' or 'https://' (got {url!r}).")
-    if len(url) > MAX_URL_LENGTH:
-        raise invalid(f"HttpRequest.url must be at most {MAX_URL_LENGTH} characters long.")
-    if request.http_method == UNSPECIFIED_METHOD:
-        request.http_method = POST_METHOD
-    if request.body and request.http_method not in BODY_METHODS:
-        raise invalid(
-            "HttpRequest.body can only be set when HttpRequest.httpMethod is POST, PUT or PATCH."
-        )
-    if request.headers:
-        for name, value in request.headers.items():
-            if not HEADER_NAME_RE.match(name) or "\r" in value or "\n" in value:
-                raise invalid(
-                    f"HttpRequest.headers: {name!r} is not a valid header name and value."
-                )
-        if _header_bytes(request.headers) > MAX_HEADER_BYTES:
-            raise invalid("HttpRequest.headers must be smaller than 80KB in total.")
-    if request.HasField("oidc_token") and not request.oidc_token.service_account_email:
-        raise invalid("OidcToken.serviceAccountEmail must be set.")
-    if _token_over_plain_http(request):
-        raise api_error("url_https_with_token")
-    _set_user_agent(request.headers)
-    if task.HasField("dispatch_deadline"):
-        deadline = seconds(task.dispatch_deadline)
-        if not MIN_DEADLINE <= deadline <= MAX_DEADLINE:
-            raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
-    else:
-        deadline = DEFAULT_DEADLINE
-        task.dispatch_deadline.CopyFrom(to_duration(deadline))
+    _normalize_http_request(task.http_request)
+    deadline = _normalize_deadline(task)
     if task.HasField("schedule_time"):
         when = task.schedule_time.ToNanoseconds() / 1e9
         if when > now + MAX_SCHEDULE_AHEAD:

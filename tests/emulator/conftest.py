@@ -275,7 +275,18 @@ def _state(args: tuple[str, ...]) -> tuple[str, ...]:
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m tasks_emulator`` on free ports: the process and its first line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tasks_emulator", "--port", "0", "--keys-port", "0", *_state(args)],
+        [
+            sys.executable,
+            "-m",
+            "tasks_emulator",
+            "--port",
+            "0",
+            "--keys-port",
+            "0",
+            "--rest-port",
+            "0",
+            *_state(args),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -7,7 +7,8 @@ so every way of serving a call gives the same answers."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from google.cloud import tasks_v2
@@ -72,7 +73,7 @@ def test_missing_queue_not_found(harness: Harness) -> None:
     """Every method on a queue that does not exist answers NOT_FOUND with the text the
     real service gives for that method."""
     client = harness.client
-    calls = [
+    calls: list[tuple[str, Callable[[], object]]] = [
         ("queue_not_found", lambda: client.get_queue(name=Q)),
         ("entity_not_found", lambda: client.delete_queue(name=Q)),
         ("queue_not_found", lambda: client.purge_queue(name=Q)),
@@ -256,7 +257,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
          "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff."),
     ],
 )  # fmt: skip
-def test_queue_validation(harness: Harness, queue_fields: dict, message: str) -> None:
+def test_queue_validation(harness: Harness, queue_fields: dict[str, Any], message: str) -> None:
     """Queue settings outside the service's limits answer INVALID_ARGUMENT with the real
     service's message."""
     with raises("INVALID_ARGUMENT", exact=message):
@@ -333,7 +334,7 @@ def test_queue_name_validation(harness: Harness, name: str, parent: str) -> None
          text("task_other_queue").format(queue=Q, task=f"{PARENT}/queues/other/tasks/x")),
     ],
 )  # fmt: skip
-def test_task_validation(harness: Harness, task_fields: dict, message: str) -> None:
+def test_task_validation(harness: Harness, task_fields: dict[str, Any], message: str) -> None:
     """Tasks outside the service's limits answer INVALID_ARGUMENT naming the rule."""
     harness.queue("jobs")
     fields = {"http_request": {"url": "http://127.0.0.1:9/"}, **task_fields}

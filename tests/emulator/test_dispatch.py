@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 
 import grpc
@@ -203,7 +204,9 @@ def test_bookkeeping_through_get_task(harness: Harness, target: Target) -> None:
         harness.client.get_task(name=created.name)
 
 
-def test_dispatch_deadline_timeout(harness: Harness, target: Target, make_target) -> None:
+def test_dispatch_deadline_timeout(
+    harness: Harness, target: Target, make_target: Callable[[], Target]
+) -> None:
     """A worker that does not answer within dispatch_deadline fails the attempt: the next
     attempt says PreviousResponse 504 and ExecutionCount does not count it, and a hung
     worker never holds up another queue."""

@@ -153,6 +153,7 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_front_stops_with_the_engine() -> None:
     """Ctrl-C stops both processes; an engine killed outright takes its front with it."""
@@ -170,6 +171,7 @@ def test_front_stops_with_the_engine() -> None:
     assert _gone(front), "the front outlived a killed engine"
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_engine_stops_when_its_front_dies() -> None:
     process, ready = start_cli("--log-level", "warning")
@@ -186,6 +188,7 @@ def test_engine_stops_when_its_front_dies() -> None:
     assert "the gRPC front process exited" in err
 
 
+@pytest.mark.process
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import google.auth.transport.requests
@@ -57,11 +57,14 @@ CHAPTER_UPDATE = [
     "1s",
 ]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("gcloud") is None,
-    reason="gcloud is not installed: install the Google Cloud CLI "
-    "(https://cloud.google.com/sdk/docs/install, or the google-cloud-cli Debian package)",
-)
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        shutil.which("gcloud") is None,
+        reason="gcloud is not installed: install the Google Cloud CLI "
+        "(https://cloud.google.com/sdk/docs/install, or the google-cloud-cli Debian package)",
+    ),
+]
 
 
 class Gcloud:
@@ -105,7 +108,9 @@ def gcloud(tmp_path: Path) -> Iterator[tuple[Gcloud, str]]:
         process.communicate(timeout=10)
 
 
-def test_chapter_commands_verbatim(gcloud: tuple[Gcloud, str], make_target) -> None:
+def test_chapter_commands_verbatim(
+    gcloud: tuple[Gcloud, str], make_target: Callable[[], Target]
+) -> None:
     """create, describe (exactly the chapter's fields: no maxRetryDuration when it is
     unlimited), the chapter's update then describe again, the chapter's IAM binding,
     pause, create-http-task with an OIDC service account, list, resume and delivery with

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def _token(target: Target, index: int = 0) -> str:
     return header.removeprefix("Bearer ")
 
 
-def test_oidc_token_verifies_with_google_auth(real_harness: Harness, make_target) -> None:
+def test_oidc_token_verifies_with_google_auth(
+    real_harness: Harness, make_target: Callable[[], Target]
+) -> None:
     """Each attempt carries a fresh RS256 ID token, Google-shaped, that google-auth
     verifies against the emulator's PEM certs; it replaces the task's Authorization."""
     target = make_target()
@@ -69,7 +72,9 @@ def test_oidc_token_verifies_with_google_auth(real_harness: Harness, make_target
         id_token.verify_token(forged, request, audience=target.url, certs_url=emulator.certs_url)
 
 
-def test_oidc_audience_defaults_to_full_url(real_harness: Harness, make_target) -> None:
+def test_oidc_audience_defaults_to_full_url(
+    real_harness: Harness, make_target: Callable[[], Target]
+) -> None:
     """Without an audience the token's aud is the full target URL, query included."""
     target = make_target()
     emulator = real_harness.runner.emulator
@@ -154,7 +159,7 @@ def test_concurrency_never_exceeded(harness: Harness, target: Target) -> None:
     assert target.max_in_flight == 3
 
 
-def test_real_clock_rate(real_harness: Harness, make_target) -> None:
+def test_real_clock_rate(real_harness: Harness, make_target: Callable[[], Target]) -> None:
     """On the real clock, 20/s with a burst of 4 delivers 24 tasks in about one second."""
     target = make_target()
     queue = real_harness.queue("jobs", rate_limits={"max_dispatches_per_second": 20})
@@ -166,7 +171,9 @@ def test_real_clock_rate(real_harness: Harness, make_target) -> None:
     assert 0.95 <= span <= 1.5, span
 
 
-def test_hung_worker_does_not_block_its_queue(real_harness: Harness, make_target) -> None:
+def test_hung_worker_does_not_block_its_queue(
+    real_harness: Harness, make_target: Callable[[], Target]
+) -> None:
     """Attempts run side by side: a hung request does not hold up the next task."""
     hung, fine = make_target(), make_target()
     hung.hang = threading.Event()
@@ -184,6 +191,7 @@ DEV_QUEUE: dict[str, Any] = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_config_queue_and_clean_stop(stop_signal: signal.Signals, tmp_path: Path) -> None:
     """`tasks-emulator --config FILE` prints one ready line, serves the file's queues with
@@ -232,6 +240,7 @@ def test_cli_config_queue_and_clean_stop(stop_signal: signal.Signals, tmp_path: 
         ),
     ],
 )
+@pytest.mark.process
 def test_cli_rejects_a_bad_config_file(tmp_path: Path, content: str | None, expected: str) -> None:
     """A config file that cannot be applied stops the start with exit code 2 and a message
     naming the file and the problem, never a traceback."""
@@ -246,6 +255,7 @@ def test_cli_rejects_a_bad_config_file(tmp_path: Path, content: str | None, expe
     assert "Traceback" not in err
 
 
+@pytest.mark.process
 def test_cli_binds_loopback_by_default() -> None:
     """Without --host the emulator listens on 127.0.0.1 only."""
     process, ready = start_cli("--log-level", "warning")

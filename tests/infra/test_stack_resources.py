@@ -1,4 +1,4 @@
-"""What the stack declares, resource by resource (issue 2's items 1-10), for every
+"""What the stack declares, resource by resource, for every
 committed Pulumi.<stack>.yaml, asserted on the inputs the program really registered."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_every_environment_has_a_committed_stack_file() -> None:
 
 
 def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: StackSettings) -> None:
-    """Item 1: every API the system needs is enabled by the stack (no manual gcloud step),
+    """Every API the system needs is enabled by the stack (no manual gcloud step),
     and destroying the stack does not disable an API other workloads may use."""
     apis = stack.of_type(API)
     assert {api.inputs["service"] for api in apis} == APIS
@@ -62,7 +62,7 @@ def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: Sta
 def test_resources_wait_for_their_api(
     stack: StackRun, resource_type: str, match: dict[str, str], api: str
 ) -> None:
-    """Item 1: on a fresh project, creating a resource before its API is enabled fails;
+    """On a fresh project, creating a resource before its API is enabled fails;
     each resource must depend on its API."""
     api_resource = stack.one(API, service=api)
     assert api_resource.urn in stack.one(resource_type, **match).dependencies
@@ -71,7 +71,7 @@ def test_resources_wait_for_their_api(
 def test_registry_is_a_docker_repository_with_cleanup(
     stack: StackRun, settings: StackSettings
 ) -> None:
-    """Item 2: repository `cloud-run-book` in `us`, Docker format, and a cleanup policy so
+    """Repository `cloud-run-book` in `us`, Docker format, and a cleanup policy so
     one image per deploy does not grow the registry forever."""
     repository = stack.one(REPOSITORY)
     assert repository.inputs["repositoryId"] == settings.repository_name == "cloud-run-book"
@@ -94,7 +94,7 @@ def test_registry_is_a_docker_repository_with_cleanup(
 def test_images_built_for_cloud_run_and_pushed_to_the_registry(
     stack: StackRun, image: str, dockerfile: str
 ) -> None:
-    """Item 3: each image is built from app/ for linux/amd64 and pushed to
+    """Each image is built from app/ for linux/amd64 and pushed to
     us-docker.pkg.dev/PROJECT/cloud-run-book/<name>, logging in with the deploying identity's
     own access token from the gcp provider (no stored key)."""
     repository = stack.one(REPOSITORY)
@@ -116,7 +116,7 @@ def test_images_built_for_cloud_run_and_pushed_to_the_registry(
 
 @pytest.mark.parametrize("name", ["task-app", "worker"])
 def test_services_deploy_their_image_by_digest(stack: StackRun, name: str) -> None:
-    """Item 3: Cloud Run runs the pushed image's digest, so a changed image always rolls a
+    """Cloud Run runs the pushed image's digest, so a changed image always rolls a
     new revision (a tag would not)."""
     built = stack.one(IMAGE, imageName=stack.one(REPOSITORY).outputs["registryUri"] + f"/{name}")
     image = container(service_named(stack, name))["image"]
@@ -134,7 +134,7 @@ def test_each_service_runs_as_its_own_account(stack: StackRun, name: str) -> Non
 
 
 def test_worker_service(stack: StackRun, settings: StackSettings) -> None:
-    """Item 5: the worker has the chapter's 900 s timeout, 2 CPU and 2 GiB, internal
+    """The worker has the chapter's 900 s timeout, 2 CPU and 2 GiB, internal
     ingress (Cloud Tasks of the project reaches it, the internet does not), a health probe,
     request-only CPU stated explicitly, and instance bounds from the settings."""
     worker = service_named(stack, "worker")
@@ -153,7 +153,7 @@ def test_worker_service(stack: StackRun, settings: StackSettings) -> None:
 
 
 def test_task_app_service(stack: StackRun, settings: StackSettings) -> None:
-    """Item 6: the task-app takes traffic from anywhere, has a health probe, explicit
+    """The task-app takes traffic from anywhere, has a health probe, explicit
     request-only CPU, and its instance bound from the settings."""
     task_app = service_named(stack, "task-app")
     assert task_app.inputs["ingress"] == "INGRESS_TRAFFIC_ALL"
@@ -167,7 +167,7 @@ def test_task_app_service(stack: StackRun, settings: StackSettings) -> None:
 def test_queue_has_the_stack_rate_limits_and_retry_config(
     stack: StackRun, settings: StackSettings
 ) -> None:
-    """Item 7: queue `jobs` in us-central1 with the stack's rate limits and retry config
+    """Queue `jobs` in us-central1 with the stack's rate limits and retry config
     (durations as strings), without the output-only max_burst_size, and queue logging
     exactly when a sampling ratio is set."""
     queue = stack.one(QUEUE)
@@ -204,7 +204,7 @@ def test_worker_can_take_every_concurrent_dispatch_of_the_queue(stack: StackRun)
 
 
 def test_dev_queue_uses_the_chapter_tuned_values() -> None:
-    """Item 7: dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
+    """Dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
     10 attempts, backoff 1 s to 15 s, 3 doublings."""
     queue = committed_run("Pulumi.dev.yaml").one(QUEUE)
     assert queue.inputs["rateLimits"] == {
@@ -217,7 +217,7 @@ def test_dev_queue_uses_the_chapter_tuned_values() -> None:
 
 
 def test_prod_queue_logs_a_sample_of_attempts() -> None:
-    """Item 7: the optional logging sampling ratio reaches the queue (prod sets 0.1)."""
+    """The optional logging sampling ratio reaches the queue (prod sets 0.1)."""
     queue = committed_run("Pulumi.prod.yaml").one(QUEUE)
     assert queue.inputs["stackdriverLoggingConfig"] == {"samplingRatio": 0.1}
 
@@ -226,7 +226,7 @@ def test_prod_queue_logs_a_sample_of_attempts() -> None:
     ("stack_file", "protected"), [("Pulumi.dev.yaml", False), ("Pulumi.prod.yaml", True)]
 )
 def test_deletion_protection_per_environment(stack_file: str, protected: bool) -> None:
-    """Item 9: dev can be torn down; in prod, deleting a service, the queue (whose name
+    """Dev can be torn down; in prod, deleting a service, the queue (whose name
     would then be unusable for about 7 days) or the session-key secret fails."""
     run = committed_run(stack_file)
     for name in ("task-app", "worker"):
@@ -236,7 +236,7 @@ def test_deletion_protection_per_environment(stack_file: str, protected: bool) -
 
 
 def test_outputs_are_the_resources_actual_values(stack: StackRun) -> None:
-    """Item 10: the stack exports the task-app URL, the worker URL, the queue id, both
+    """The stack exports the task-app URL, the worker URL, the queue id, both
     account emails and the deployed image digests, each the provider's actual value."""
     images = {
         image.inputs["imageName"].rsplit("/", 1)[-1]: image.outputs["repoDigest"]

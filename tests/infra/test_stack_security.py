@@ -45,7 +45,7 @@ def test_worker_is_never_public(stack: StackRun) -> None:
 
 
 def test_the_grants_are_exactly_the_designed_set(stack: StackRun) -> None:
-    """Item 8 and the CSRF key: the only grants are task-app -> invoker on the worker,
+    """The CSRF key and the grants: the only grants are task-app -> invoker on the worker,
     enqueuer on the queue, serviceAccountUser on itself, secretAccessor on its one secret,
     plus the public invoker on the task-app. Any extra grant is a review finding."""
     task_app_sa = account_named(stack, "task-app")

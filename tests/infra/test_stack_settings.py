@@ -46,7 +46,7 @@ def failure(overrides: dict[str, str | None], stack_file: str = "Pulumi.dev.yaml
 def test_bad_setting_stops_the_program_before_any_resource(
     key: str, value: str, expected: list[str]
 ) -> None:
-    """Issue 2's validation list: each bad value is refused with a message naming the key,
+    """Each bad value is refused with a message naming the key,
     the value and the rule, as a RunError (the CLI prints it without a traceback), and
     nothing at all was declared or called."""
     error = failure({KEY + key: value})
@@ -109,7 +109,7 @@ def test_config_from_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("stack_file", STACK_FILES)
 def test_promoting_digests_deploys_them_without_building(stack_file: str) -> None:
-    """Item 3: an environment can deploy the exact images another one ran (by digest):
+    """An environment can deploy the exact images another one ran (by digest):
     nothing is built or pushed, no registry token is requested, and the services and the
     outputs carry the given references."""
     refs = {

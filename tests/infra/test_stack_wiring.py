@@ -28,7 +28,7 @@ def assert_wired(
 
 
 def test_queue_env_is_the_queue_actual_id(stack: StackRun) -> None:
-    """Item 6: QUEUE is the queue's full id as the provider reports it."""
+    """QUEUE is the queue's full id as the provider reports it."""
     task_app, queue = service_named(stack, "task-app"), stack.one(QUEUE)
     assert queue.id.startswith("projects/")
     assert queue.id.endswith("/queues/jobs")
@@ -36,7 +36,7 @@ def test_queue_env_is_the_queue_actual_id(stack: StackRun) -> None:
 
 
 def test_worker_url_env_is_the_worker_actual_uri(stack: StackRun) -> None:
-    """Item 6: WORKER_URL is the worker's URL as Cloud Run reports it (tasks POST to it and
+    """WORKER_URL is the worker's URL as Cloud Run reports it (tasks POST to it and
     the OIDC audience is it)."""
     task_app, worker = service_named(stack, "task-app"), service_named(stack, "worker")
     assert_wired(task_app, env_of(task_app)["WORKER_URL"], worker, worker.outputs["uri"])
@@ -50,7 +50,7 @@ def test_worker_url_env_is_the_worker_actual_uri(stack: StackRun) -> None:
 def test_oidc_email_is_the_task_app_account_email(
     stack: StackRun, service: str, variable: str
 ) -> None:
-    """Item 6: tasks carry a token for the task-app's account, and the worker accepts
+    """Tasks carry a token for the task-app's account, and the worker accepts
     exactly that caller: both are the account's actual email."""
     consumer, account = service_named(stack, service), account_named(stack, "task-app")
     assert_wired(consumer, env_of(consumer)[variable], account, account.outputs["email"])
@@ -58,7 +58,7 @@ def test_oidc_email_is_the_task_app_account_email(
 
 @pytest.mark.parametrize("service", ["task-app", "worker"])
 def test_dispatch_deadline_is_the_worker_timeout(stack: StackRun, service: str) -> None:
-    """Item 6: one setting, two uses: a task's dispatch deadline is the worker's request
+    """One setting, two uses: a task's dispatch deadline is the worker's request
     timeout, so Cloud Tasks never gives up on a request the worker still runs."""
     timeout = service_named(stack, "worker").inputs["template"]["timeout"]
     assert env_of(service_named(stack, service))["DISPATCH_DEADLINE_SECONDS"] == (

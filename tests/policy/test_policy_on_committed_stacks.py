@@ -7,6 +7,8 @@ a pull request's preview already fails here, offline.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from policy import stack_rules
@@ -17,7 +19,7 @@ STACK_FILES = stack_files()
 
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=[stack_name(p) for p in STACK_FILES])
-def test_committed_stack_breaks_no_rule(stack_file) -> None:
+def test_committed_stack_breaks_no_rule(stack_file: Path) -> None:
     """Every security invariant holds for every committed stack (prod with its deletion
     protection, dev without), over the inputs CrossGuard would see."""
     run = run_stack(stack_file)

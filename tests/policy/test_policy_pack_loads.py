@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def _uv() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     venv = tmp_path_factory.mktemp("policy") / "venv"
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     subprocess.run(
@@ -53,15 +54,16 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
-def test_pack_wraps_every_rule_in_order(smoke_report: dict) -> None:
+def test_pack_wraps_every_rule_in_order(smoke_report: dict[str, Any]) -> None:
     """The pack the CLI loads holds exactly the rules the unit tests cover."""
     assert smoke_report["policies"] == [rule.name for rule in stack_rules.RULES]
 
 
-def test_every_policy_reports_its_breach_through_the_sdk(smoke_report: dict) -> None:
+def test_every_policy_reports_its_breach_through_the_sdk(smoke_report: dict[str, Any]) -> None:
     """Each wrapper passes CrossGuard's proxied properties to its rule and reports what it
     finds; deletion protection reads the stack from each resource's URN (prod reported,
     the same resource in dev not)."""
@@ -72,7 +74,7 @@ def test_every_policy_reports_its_breach_through_the_sdk(smoke_report: dict) -> 
     assert len(reported["service-accounts-not-shared"]) == 2
 
 
-def test_pack_environment_keeps_its_own_protobuf(smoke_report: dict) -> None:
+def test_pack_environment_keeps_its_own_protobuf(smoke_report: dict[str, Any]) -> None:
     """pulumi-policy runs on the protobuf it pins, below the project's 6.x."""
     assert int(smoke_report["protobuf"].split(".")[0]) < 6
     assert smoke_report["unknown_raises"] is True

@@ -21,7 +21,8 @@ PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 
 def load(name: str) -> dict[str, Any]:
     # PyYAML reads the `on:` key as True; the workflows are otherwise plain mappings.
-    return yaml.safe_load((WORKFLOWS / name).read_text())
+    loaded: dict[str, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    return loaded
 
 
 def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -39,7 +40,7 @@ def workflows() -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_every_action_is_pinned_to_a_commit_with_its_version(workflows: dict) -> None:
+def test_every_action_is_pinned_to_a_commit_with_its_version(workflows: dict[str, Any]) -> None:
     """Supply chain: each `uses:` names a full commit hash followed by `# vX.Y.Z`, so a
     moved tag cannot change what runs."""
     lines = [
@@ -52,7 +53,7 @@ def test_every_action_is_pinned_to_a_commit_with_its_version(workflows: dict) ->
     assert [line for line in lines if not PINNED.match(line)] == []
 
 
-def test_permissions_are_empty_by_default_and_granted_per_job(workflows: dict) -> None:
+def test_permissions_are_empty_by_default_and_granted_per_job(workflows: dict[str, Any]) -> None:
     """Least permissions: no workflow-wide grant; each job states what it needs, and only
     jobs that authenticate to Google Cloud may mint an OIDC token."""
     for name, workflow in workflows.items():
@@ -64,14 +65,14 @@ def test_permissions_are_empty_by_default_and_granted_per_job(workflows: dict) -
             assert (permissions.get("id-token") == "write") == authenticates, (name, job)
 
 
-def test_checkouts_do_not_persist_the_token(workflows: dict) -> None:
+def test_checkouts_do_not_persist_the_token(workflows: dict[str, Any]) -> None:
     """No job leaves the GitHub token in .git/config for later steps to find."""
     checkouts = [s for w in workflows.values() for _, s in steps(w) if uses(s, "actions/checkout")]
     assert len(checkouts) == 4
     assert all(s["with"]["persist-credentials"] is False for s in checkouts)
 
 
-def test_google_credentials_come_from_workload_identity_only(workflows: dict) -> None:
+def test_google_credentials_come_from_workload_identity_only(workflows: dict[str, Any]) -> None:
     """Keyless: every Google login is Workload Identity Federation, never a JSON key."""
     logins = [
         s for w in workflows.values() for _, s in steps(w) if uses(s, "google-github-actions/auth")
@@ -83,7 +84,9 @@ def test_google_credentials_come_from_workload_identity_only(workflows: dict) ->
     assert "credentials_json" not in text
 
 
-def test_preview_runs_each_stack_with_the_policy_pack_and_comments(workflows: dict) -> None:
+def test_preview_runs_each_stack_with_the_policy_pack_and_comments(
+    workflows: dict[str, Any],
+) -> None:
     """Review: every stack is previewed with a diff, the policy pack and a PR comment."""
     job = workflows["preview.yml"]["jobs"]["preview"]
     assert job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
@@ -96,7 +99,7 @@ def test_preview_runs_each_stack_with_the_policy_pack_and_comments(workflows: di
 
 
 def test_deploy_dev_on_main_and_prod_only_by_dispatch_behind_its_environment(
-    workflows: dict,
+    workflows: dict[str, Any],
 ) -> None:
     """Deploy: dev on push to main; prod on manual dispatch, in the `prod` environment
     (required reviewers), never cancelled half-way, with the policy pack enforced."""
@@ -115,7 +118,7 @@ def test_deploy_dev_on_main_and_prod_only_by_dispatch_behind_its_environment(
         assert [s["with"]["policyPacks"] for s in ups] == ["policy"]
 
 
-def test_prod_deploys_the_digests_dev_runs(workflows: dict) -> None:
+def test_prod_deploys_the_digests_dev_runs(workflows: dict[str, Any]) -> None:
     """Promotion: prod reads dev's image outputs, checks they are digests, and sets them
     as its taskAppImage/workerImage config for the same `pulumi up`."""
     prod_steps = workflows["deploy.yml"]["jobs"]["prod"]["steps"]
@@ -138,7 +141,7 @@ def test_prod_deploys_the_digests_dev_runs(workflows: dict) -> None:
     assert prod_steps.index(read) < prod_steps.index(check) < prod_steps.index(up)
 
 
-def test_test_workflow_runs_the_projects_ci_entry_point(workflows: dict) -> None:
+def test_test_workflow_runs_the_projects_ci_entry_point(workflows: dict[str, Any]) -> None:
     """CI parity: the test workflow runs .ci/run (make lint, make test) on PRs and main."""
     workflow = workflows["test.yml"]
     assert set(workflow[True]) == {"pull_request", "push"}
