@@ -244,7 +244,8 @@ class SqliteStore(MemoryStore):
                 "choose another with --data-dir, or run with --in-memory"
             ) from None
         if not _try_lock(fd):
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise StoreError(
                 f"the data directory {self.directory} is in use by another emulator "
@@ -253,7 +254,8 @@ class SqliteStore(MemoryStore):
             )
         self._lock_fd = fd
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
 
     def _reset(self) -> None:
         for suffix in ("", "-wal", "-shm"):
