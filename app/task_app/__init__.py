@@ -16,7 +16,11 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
-from service_common.web import add_security_headers, register_error_handlers
+from service_common.web import (
+    add_security_headers,
+    register_error_handlers,
+    route_exact_paths,
+)
 
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
@@ -76,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(health)
     add_security_headers(app)
+    route_exact_paths(app)
     register_error_handlers(app, _render_error)
     logger.info(
         "task-app ready: queue %s, worker %s%s",

@@ -1,5 +1,6 @@
-// Refreshes the table of the queue's tasks from GET /api/tasks every few seconds, so
-// retries and rate limits show without reloading. Text only (no innerHTML): task ids and
+// Fills the table of the queue's tasks from GET /api/tasks as soon as the page is there,
+// then every few seconds, so retries and rate limits show without reloading. The page
+// itself never waits for Cloud Tasks. Text only (no innerHTML): task ids and
 // statuses come from the API and are never interpreted as markup.
 "use strict";
 
@@ -53,6 +54,4 @@ async function refresh() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  setTimeout(refresh, REFRESH_MS);
-});
+document.addEventListener("DOMContentLoaded", refresh);
