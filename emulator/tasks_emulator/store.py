@@ -494,7 +494,7 @@ class SqliteStore(MemoryStore):
             error: WriteFailed | None = None
             try:
                 self._apply(connection, unwritten)
-            except (sqlite3.Error, OSError) as failure:
+            except Exception as failure:  # the writer must outlive any failure, or calls hang
                 error = WriteFailed(
                     f"the emulator could not write its state to {self.path}: {failure}"
                 )

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -24,27 +23,46 @@ from tasks_emulator.__main__ import parse_args
 from tasks_emulator.oidc import TokenSigner
 from tasks_emulator.store import DATABASE, SqliteStore, default_data_dir
 
-from .conftest import PARENT, START, Harness, Target, client_for, raises, start_cli
+from .conftest import (
+    PARENT,
+    START,
+    Harness,
+    Target,
+    client_for,
+    raises,
+    rest_client_for,
+    start_cli,
+)
 
 VIEW_FULL = tasks_v2.Task.View.FULL
 
 
-def _harness(data_dir: Path, now: float) -> Harness:
+def _harness(data_dir: Path, now: float, transport: str = "grpc") -> Harness:
+    """An emulator on ``data_dir``; the client speaks ``transport``: "grpc" (in-process),
+    "front" (gRPC through the front process, as the command line runs it) or "rest"."""
     clock = VirtualClock(start=now)
     runner = EmulatorThread(
-        host="127.0.0.1", port=0, keys_port=0, rest_port=0, clock=clock, data_dir=data_dir
+        host="127.0.0.1",
+        port=0,
+        keys_port=0,
+        rest_port=0,
+        clock=clock,
+        data_dir=data_dir,
+        front_process=transport == "front",
     )
     emulator = runner.start()
-    return Harness(runner, client_for(emulator.address), clock)
+    if transport == "rest":
+        return Harness(runner, rest_client_for(emulator.rest_url), clock, transport)
+    return Harness(runner, client_for(emulator.address), clock, transport)
 
 
 @pytest.fixture
-def durable(tmp_path: Path) -> Iterator[Callable[[float], Harness]]:
+def durable(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     """Starts emulators on one data directory (one at a time); stops what is left."""
     started: list[Harness] = []
 
-    def start(now: float = START) -> Harness:
-        made = _harness(tmp_path / "state", now)
+    def start(now: float = START, transport: str = "grpc") -> Harness:
+        made = _harness(tmp_path / "state", now, transport)
         started.append(made)
         return made
 
@@ -149,13 +167,15 @@ def test_a_deleted_queue_and_its_tasks_stay_deleted(
     assert rows.fetchone() == (0,)
 
 
+@pytest.mark.parametrize("transport", ["grpc", "front", "rest"])
 def test_a_change_that_cannot_be_written_is_refused_then_written_with_the_next(
-    durable: Callable[[float], Harness],
+    durable: Callable[..., Harness],
     make_target: Callable[[], Target],
     monkeypatch: pytest.MonkeyPatch,
+    transport: str,
 ) -> None:
     target = make_target()
-    first = durable(START)
+    first = durable(START, transport)
     name = first.queue("q")
     first.client.pause_queue(name=name)
     apply = SqliteStore._apply
@@ -167,12 +187,10 @@ def test_a_change_that_cannot_be_written_is_refused_then_written_with_the_next(
         apply(self, connection, batches)
 
     monkeypatch.setattr(SqliteStore, "_apply", flaky)
-    with pytest.raises(exceptions.ServiceUnavailable) as refused:
+    with raises("UNAVAILABLE", match=f"{DATABASE}: disk I/O error"):
         first.client.create_task(
             parent=name, task=tasks_v2.Task(http_request={"url": target.url}), retry=None
         )
-    assert DATABASE in refused.value.message
-    assert "disk I/O error" in refused.value.message
     kept = first.task(name, target.url)
     second = durable(_stop(first))
     assert len(list(second.client.list_tasks(parent=name))) == 2
