@@ -738,6 +738,8 @@ class Engine:
             )  # fmt: skip
 
     def resume_all(self) -> None:
-        """Starts dispatching every queue's due tasks (after ``restore``)."""
+        """Starts dispatching every queue's due tasks (after ``restore``), and lets the
+        store drop the tombstones whose reuse window ended while it was stopped."""
+        self.store.expire_tombstones(self.clock.now())
         for record in list(self.queues.values()):
             self._pump(record)

@@ -389,3 +389,20 @@ def test_the_command_line_keeps_state_between_runs(tmp_path: Path) -> None:
         process.terminate()
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_tombstones_past_their_window_are_dropped_at_the_next_start(
+    durable: Callable[..., Harness], make_target: Callable[[], Target]
+) -> None:
+    target = make_target()
+    first = durable(START)
+    name = first.queue("q")
+    first.client.pause_queue(name=name)
+    done = first.task(name, target.url)
+    first.client.delete_task(name=done.name)
+    path = first.emulator.store.path
+    second = durable(_stop(first) + 3601)  # the task name's hour has passed
+    second.task(name, target.url, name=done.name)  # the name is free again
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute("SELECT name FROM tombstones").fetchall()
+    assert rows == []
