@@ -25,7 +25,8 @@ emulator's own crash (``NORMAL`` in WAL mode may lose the last commits on power 
 The file carries ``application_id`` and ``user_version`` (the schema version); a file of
 another version or application, a corrupt file or a directory another emulator holds
 (an exclusive lock on ``lock`` in the directory) stops the start with a StoreError that
-names the file and the way out. Nothing on disk is ever discarded except by ``reset``.
+names the file and the way out. Nothing on disk is ever discarded except by ``reset``
+(and tombstones whose reuse window has ended).
 """
 
 from __future__ import annotations
