@@ -15,7 +15,15 @@ from tasks_emulator.__main__ import parse_args as emulator_args
 
 from local_stack.cli import parse_args as local_stack_args
 from policy import stack_rules
+from stack_review import StackRun
 from stack_settings import PROJECT_DIR
+from tests.infra.helpers import (
+    QUEUE_MEMBER,
+    SA_MEMBER,
+    SECRET_MEMBER,
+    SERVICE_INVOKER,
+    account_named,
+)
 
 DOCS = PROJECT_DIR / "docs"
 PAGES = [PROJECT_DIR / "README.md", PROJECT_DIR / "emulator" / "README.md", *DOCS.glob("*.md")]
@@ -31,11 +39,19 @@ def section(path: Path, name: str) -> str:
 
 
 def table_rows(text: str, columns: int) -> list[list[str]]:
-    """The rows of the markdown tables in ``text`` with that many columns, header excluded."""
+    """The body rows of the markdown tables in ``text`` with that many columns."""
     rows = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.lstrip().startswith("|") and len(cells) == columns and cells[0].startswith("`"):
+        is_header = following.lstrip().startswith("| ---") or following.startswith("|---")
+        is_rule = set(line.replace("|", "").strip()) <= {"-", " "}
+        if (
+            line.lstrip().startswith("|")
+            and len(cells) == columns
+            and not is_header
+            and not is_rule
+        ):
             rows.append(cells)
     return rows
 
@@ -77,6 +93,39 @@ def test_the_policy_rules_table_is_the_pack() -> None:
     """docs/review.md lists exactly the rules of the policy pack, by their names."""
     rows = table_rows(section(DOCS / "review.md", "policy-rules"), 2)
     assert [cells[0].strip("`") for cells in rows] == [rule.name for rule in stack_rules.RULES]
+
+
+GRANT_TARGETS = {
+    SERVICE_INVOKER: ("Cloud Run service", "name"),
+    QUEUE_MEMBER: ("queue", "name"),
+    SA_MEMBER: ("service account", "serviceAccountId"),
+    SECRET_MEMBER: ("secret", "secretId"),
+}
+
+
+def test_the_grants_table_is_the_stacks_grants(stack: StackRun) -> None:
+    """docs/deploy.md's grants table holds one row per grant the program declares: who, the
+    role, and the kind and name of the one resource it is on."""
+    accounts = {
+        f"serviceAccount:{account_named(stack, name).outputs['email']}": name
+        for name in ("task-app", "worker")
+    }
+    declared = set()
+    for resource in stack.resources:
+        if resource.type in GRANT_TARGETS:
+            kind, key = GRANT_TARGETS[resource.type]
+            target = str(resource.inputs[key]).rsplit("/", 1)[-1].split("@")[0]
+            member = resource.inputs["member"]
+            who = f"{accounts[member]}'s account" if member in accounts else f"`{member}`"
+            declared.add((who, resource.inputs["role"], kind, target))
+    listed = set()
+    for who, role, on, _why in table_rows(section(DOCS / "deploy.md", "grants"), 4):
+        if on == "its own service account":
+            kind, target = "service account", who.split("'")[0]
+        else:
+            kind, _, target = on.partition(" `")
+        listed.add((who, role.strip("`"), kind, target.strip("`")))
+    assert listed == declared
 
 
 def test_every_option_named_exists(capsys: pytest.CaptureFixture[str]) -> None:
