@@ -1,7 +1,8 @@
 """The README and the pages in docs/ say only what the code does: the environment
-contract's table is the contract module, the policy rules' table is the pack, the emulator's
-option table is its command line (both ways), every `make` target and runner option they
-name exists, and every link between them points at a file and heading that exist."""
+contract's table is the contract module, the grants table is what each stack grants, the
+policy rules' table is the pack, the emulator's option table is its command line (both
+ways), every `make` target and runner option they name exists, and every link between them
+points at a file and heading that exist."""
 
 from __future__ import annotations
 
