@@ -250,11 +250,11 @@ class RetryConfig:
         What an HTTP target can know: the attempt's number (X-CloudTasks-TaskRetryCount + 1)
         and its schedule time (X-CloudTasks-TaskETA, ``eta``) but not when the first attempt
         happened. The time since then is bounded: at least the waits before this attempt
-        plus, from the second attempt on, the time since ``eta``; at most the time since ``first_at_or_after`` (a time
-        the first attempt cannot have preceded, such as the schedule time its creator
-        set) plus ``slack`` for the answer to reach Cloud Tasks. Where the bounds straddle
-        ``max_retry_duration`` the judgement says last, uncertain: losing a task costs more
-        than keeping it early."""
+        plus, from the second attempt on, the time since ``eta``; at most the time since
+        ``first_at_or_after`` (a time the first attempt cannot have preceded, such as the
+        schedule time its creator set) plus ``slack`` for the answer to reach Cloud Tasks.
+        Where the bounds straddle ``max_retry_duration`` the judgement says last, uncertain:
+        losing a task costs more than keeping it early."""
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
         unlimited_attempts = self.max_attempts == UNLIMITED_ATTEMPTS

@@ -119,7 +119,8 @@ def test_max_doublings_zero_grows_linearly_from_the_first_wait() -> None:
 def test_both_limits_unlimited_is_never_given_up() -> None:
     """-1 attempts and 0 s: retried until the task's retention ends; the plan says so."""
     plan = RetryConfig(-1, Decimal(60), Decimal(60), 1, Decimal(0)).plan(limit=100_000)
-    assert plan.given_up_after is None and plan.given_up_at is None
+    assert plan.given_up_after is None
+    assert plan.given_up_at is None
     assert plan.attempts[-1].at < TASK_RETENTION_SECONDS <= plan.attempts[-1].at + 60
 
 
