@@ -17,6 +17,7 @@ from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
 from service_common.web import add_security_headers, register_error_handlers
 
+from worker import dead_letters
 from worker.auth import TokenVerifier
 from worker.settings import WorkerSettings
 from worker.views import health, tasks
@@ -46,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if settings.oidc_caller_email
         else None
     )
+    dead_letters.init_app(app)
     app.register_blueprint(tasks)
     app.register_blueprint(health)
     add_security_headers(app)

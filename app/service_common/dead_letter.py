@@ -1,0 +1,124 @@
+"""A dead letter: a task given up on, kept as a task of the paused dead-letter queue.
+
+The worker writes one (``worker.dead_letters``), the task-app lists, replays and discards
+them (``task_app.dead_letters``). The dead letter keeps the original task's body and
+Content-Type as its own; what happened to it travels in one header, ``X-Dead-Letter``,
+compact JSON (ASCII only, so any header transport keeps it intact):
+
+    {"task": "projects/P/locations/L/queues/jobs/tasks/ID", "attempts": 10,
+     "first_attempt": "2026-...Z", "first_attempt_basis": "scheduled",
+     "last_attempt": "2026-...Z", "status": 500, "error": "...", "reason": "..."}
+
+Its id is the original task's id: a second parking of the same task is ALREADY_EXISTS, not
+a second dead letter. Standard library only: both service images ship this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEAD_LETTER_HEADER = "X-Dead-Letter"
+FIRST_SCHEDULE_HEADER = "X-Task-First-Schedule-Time"
+"""Set by the task-app on every task it creates: the schedule time of its first attempt
+(RFC 3339). Cloud Tasks passes a task's own headers through unchanged, so the worker learns a
+time the first attempt cannot have preceded (see RetryConfig.judge_attempt)."""
+
+# Cloud Tasks' task ids: 1-500 letters, digits, hyphens or underscores
+# (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks).
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
+MAX_TASK_ID_LENGTH = 500
+# What a dead letter keeps of the last error: enough to read, bounded whatever it held.
+MAX_ERROR_LENGTH = 1000
+
+BASIS_OBSERVED = "observed"
+"""first_attempt is when the worker received it: the task died on its first attempt."""
+BASIS_SCHEDULED = "scheduled"
+"""first_attempt is the schedule time its creator set: the first attempt was then or later."""
+BASIS_ESTIMATED = "estimated"
+"""first_attempt is estimated back from the last attempt through the retry plan: the first
+attempt was then or earlier."""
+
+
+def iso(seconds: float) -> str:
+    """Seconds since the epoch -> RFC 3339 in UTC, to the millisecond."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    """RFC 3339 -> seconds since the epoch; ValueError for anything else."""
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment.timestamp()
+
+
+def dead_letter_id(task_id: str) -> str:
+    """The dead letter's id for a task: the task's own id when it is a valid one, else a
+    hash of whatever the delivery named."""
+    if TASK_ID.match(task_id):
+        return task_id
+    return "h-" + hashlib.sha256(task_id.encode()).hexdigest()
+
+
+def replay_id(dead_letter_name: str, create_time: str) -> str:
+    """The id of the task a Replay creates: the same for every replay of one dead letter
+    (so a second click is ALREADY_EXISTS, one task), different for a later dead letter of
+    the same id. ``<original id>-replay-<10 hex>``, cut to Cloud Tasks' 500 characters."""
+    digest = hashlib.sha256(f"{dead_letter_name}@{create_time}".encode()).hexdigest()[:10]
+    base = dead_letter_name.rsplit("/", 1)[-1]
+    # A replayed task that dies again is replayed from its own id: keep one suffix.
+    base = re.sub(r"-replay-[0-9a-f]{10}$", "", base)
+    suffix = f"-replay-{digest}"
+    return base[: MAX_TASK_ID_LENGTH - len(suffix)] + suffix
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """What a dead letter says about the task it keeps."""
+
+    task: str
+    """The original task's full name."""
+    attempts: int
+    first_attempt: str | None
+    first_attempt_basis: str
+    last_attempt: str
+    status: int
+    """The worker's answer to the last attempt, had it not parked the task."""
+    error: str
+    reason: str
+    """Why the worker took the attempt as the last."""
+
+    def to_header(self) -> str:
+        data = asdict(self)
+        data["error"] = self.error[:MAX_ERROR_LENGTH]
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> DeadLetterRecord | None:
+        """The record in a dead letter's headers; None when there is none or it is not one
+        this module wrote (the task is then listed with what Cloud Tasks says alone)."""
+        raw = next((v for k, v in headers.items() if k.lower() == DEAD_LETTER_HEADER.lower()), None)
+        if raw is None:
+            return None
+        try:
+            data: Any = json.loads(raw)
+            first = data.get("first_attempt")
+            return cls(
+                task=str(data["task"]),
+                attempts=int(data["attempts"]),
+                first_attempt=None if first is None else str(first),
+                first_attempt_basis=str(data.get("first_attempt_basis", BASIS_ESTIMATED)),
+                last_attempt=str(data["last_attempt"]),
+                status=int(data["status"]),
+                error=str(data["error"])[:MAX_ERROR_LENGTH],
+                reason=str(data.get("reason", "")),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
