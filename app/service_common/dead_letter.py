@@ -59,6 +59,11 @@ def parse_iso(text: str) -> float:
     return moment.timestamp()
 
 
+def first_schedule_header(seconds: float) -> dict[str, str]:
+    """The header a task's creator sets: its first attempt is at ``seconds`` or later."""
+    return {FIRST_SCHEDULE_HEADER: iso(seconds)}
+
+
 def dead_letter_id(task_id: str) -> str:
     """The dead letter's id for a task: the task's own id when it is a valid one, else a
     hash of whatever the delivery named."""

@@ -18,6 +18,7 @@ from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
 from service_common.web import add_security_headers, register_error_handlers
 
+from task_app import dead_letters
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
 from task_app.views import api, health, pages
@@ -75,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    dead_letters.init_app(app, csrf)
     add_security_headers(app)
     register_error_handlers(app, _render_error)
     logger.info(

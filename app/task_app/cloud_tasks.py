@@ -20,6 +20,7 @@ from google.auth import exceptions as auth_exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.rpc import code_pb2
+from service_common.dead_letter import first_schedule_header
 
 from task_app.options import TaskOptions
 from task_app.settings import TaskAppSettings
@@ -88,6 +89,9 @@ def describe_task(task: tasks_v2.Task) -> dict[str, object]:
         "dispatch_count": task.dispatch_count,
         "response_count": task.response_count,
         "last_attempt_time": last_attempt_time,
+        "first_attempt_time": _iso(task.first_attempt.dispatch_time)
+        if "first_attempt" in task and "dispatch_time" in task.first_attempt
+        else None,
         "last_response_status": last_status,
     }
 
@@ -128,8 +132,12 @@ class CloudTasksGateway:
         http_request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
             url=settings.worker_tasks_url,
-            # Cloud Tasks does not default the Content-Type; the worker parses JSON.
-            headers={"Content-Type": "application/json"},
+            # Cloud Tasks does not default the Content-Type; the worker parses JSON, and its
+            # last-attempt judgement wants the earliest time of the first attempt.
+            headers={
+                "Content-Type": "application/json",
+                **first_schedule_header(now.timestamp() + options.delay_seconds),
+            },
             body=json.dumps(options.payload()).encode(),
         )
         if settings.oidc_service_account:
