@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service_common.queue_spec import TASK_RETENTION_SECONDS, RetryConfig
+
 from policy import stack_rules
-from stack_review.runner import RecordedResource, StackRun, run_stack, stack_name
+from stack_review.runner import RecordedCall, RecordedResource, StackRun, run_stack, stack_name
 from stack_settings import PROJECT_DIR, stack_files
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
@@ -30,7 +32,9 @@ MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 # Outputs only the cloud can tell (random URLs, digests of a build, numeric ids): shown as
 # references to the resource that produces them. Keyed by type; values are output paths.
 CLOUD_ASSIGNED: dict[str, tuple[str, ...]] = {
-    "gcp:cloudrunv2/service:Service": ("uri", "urls", "latestReadyRevision", "uid"),
+    # Not `urls`: beside `uri` it holds the deterministic URL, which the manifest spells
+    # out from the project's number (the one part only the cloud knows).
+    "gcp:cloudrunv2/service:Service": ("uri", "latestReadyRevision", "uid"),
     "docker:index/image:Image": ("repoDigest",),
     "gcp:secretmanager/secret:Secret": ("name",),
     "gcp:secretmanager/secretVersion:SecretVersion": ("name",),
@@ -45,6 +49,8 @@ NOISE: dict[str, frozenset[str]] = {
 ROLE_VERBS = {
     "roles/run.invoker": "invoke",
     "roles/cloudtasks.enqueuer": "enqueue on",
+    "roles/cloudtasks.viewer": "list tasks of",
+    "roles/cloudtasks.taskDeleter": "delete tasks of",
     "roles/iam.serviceAccountUser": "act as",
     "roles/iam.serviceAccountTokenCreator": "mint tokens as",
     "roles/iam.serviceAccountOpenIdTokenCreator": "mint OIDC tokens as",
@@ -82,7 +88,7 @@ def generate(stack: str) -> str:
 def render(run: StackRun) -> str:
     """The manifest of one recorded run, as text ending in a newline."""
     project = run.config.get("gcp:project", "")
-    references = _cloud_assigned_references(run.resources)
+    references = _cloud_assigned_references(run.resources, run.calls)
     lines = [
         f"# Infrastructure manifest of stack `{run.stack}` (GCP project {project})",
         "#",
@@ -92,6 +98,7 @@ def render(run: StackRun) -> str:
         "",
     ]
     lines += _access_section(run, references)
+    lines += _queues_section(run)
     lines += _policy_section(run)
     lines += _resources_section(run, project, references)
     lines += _outputs_section(run, references)
@@ -185,6 +192,70 @@ def _ingress(value: Any) -> str:
         "INGRESS_TRAFFIC_INTERNAL_ONLY": "internal only",
         "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER": "internal and load balancer",
     }.get(str(value), f"{value} (unset: all)" if value is None else str(value))
+
+
+# Attempts a retry plan line shows in full; a longer plan shows its first and last ones.
+PLAN_HEAD, PLAN_TAIL = 8, 2
+
+
+def _queues_section(run: StackRun) -> list[str]:
+    """Each queue's state and the retry plan its settings give, computed by the one
+    implementation of Cloud Tasks' schedule (``RetryConfig.plan``)."""
+    lines = [
+        "## Queues and their retry plans",
+        "",
+        "(a task whose every attempt fails at once; each wait counts from an attempt's end)",
+    ]
+    for queue in sorted(run.of_type(stack_rules.QUEUE_TYPE), key=lambda q: str(q.inputs["name"])):
+        inputs = queue.inputs
+        state = str(inputs.get("desiredState") or "RUNNING")
+        lines.append(f"  queue {inputs['name']} ({state})")
+        if state == "PAUSED":
+            lines.append("      never dispatched: its tasks are kept until their retention ends")
+            continue
+        retry = {
+            key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in (inputs.get("retryConfig") or {}).items()
+        }
+        lines.append(f"      {describe_plan(RetryConfig.from_api(retry))}")
+    lines.append("")
+    return lines
+
+
+def describe_plan(config: RetryConfig) -> str:
+    """'attempt 1 at 0 s, 2 at 1 s, ... given up after 10 attempts, 1 min 30 s after the
+    first', eliding the middle of a long plan."""
+    plan = config.plan()
+    attempts = list(plan.attempts)
+    shown = [f"{a.number} at {format_seconds(a.at)}" for a in attempts]
+    if len(shown) > PLAN_HEAD + PLAN_TAIL + 1:
+        shown = [*shown[:PLAN_HEAD], "...", *shown[-PLAN_TAIL:]]
+    text = "attempt " + ", ".join(shown)
+    never = not config.gives_up(2**62, float(TASK_RETENTION_SECONDS))
+    if plan.truncated and not never:
+        return f"{text}, ... (more than {len(attempts)} attempts)"
+    if plan.given_up_after is None:
+        return f"{text}, ... never given up: retried until the task's retention ends"
+    if plan.given_up_after == 1:
+        return f"{text}; given up after 1 attempt"
+    at = plan.given_up_at or 0.0
+    return (
+        f"{text}; given up after {plan.given_up_after} attempts, "
+        f"{format_seconds(at)} after the first"
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    """0 -> '0 s', 90 -> '1 min 30 s', 0.1 -> '0.1 s', 86700 -> '1 d 5 min'."""
+    if seconds < 60:
+        return f"{round(seconds, 3):g} s"
+    total = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        amount, total = divmod(total, size)
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts)
 
 
 def _ctx(run: StackRun) -> stack_rules.RuleContext:
@@ -296,9 +367,22 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _cloud_assigned_references(resources: Iterable[RecordedResource]) -> dict[str, str]:
+# Provider function results only the cloud knows: token -> (result key, reference).
+CLOUD_ASSIGNED_CALLS: dict[str, tuple[str, str]] = {
+    "gcp:organizations/getProject:getProject": ("number", "<project.number>"),
+}
+
+
+def _cloud_assigned_references(
+    resources: Iterable[RecordedResource], calls: Iterable[RecordedCall] = ()
+) -> dict[str, str]:
     """Mock value -> '<resource.output>' for every output only the cloud can assign."""
     references: dict[str, str] = {}
+    for call in calls:
+        if call.token in CLOUD_ASSIGNED_CALLS:
+            key, reference = CLOUD_ASSIGNED_CALLS[call.token]
+            if isinstance(call.result.get(key), str) and call.result[key]:
+                references[call.result[key]] = reference
     for resource in resources:
         for key in CLOUD_ASSIGNED.get(resource.type, ()):
             for path, value in _flatten(resource.outputs.get(key), key):

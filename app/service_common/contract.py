@@ -71,7 +71,10 @@ OIDC_SERVICE_ACCOUNT = Variable(
 )
 OIDC_AUDIENCE = Variable(
     "OIDC_AUDIENCE",
-    "the audience of each task's token: the task-app asks for it, the worker accepts only it",
+    "the audiences the worker accepts in a task's token: one URL or several, comma-separated "
+    "(e.g. the worker's deterministic https://NAME-PROJECT_NUMBER.REGION.run.app and the one "
+    "Cloud Run's uri gives), each https:// (http:// only for a loopback host); required when "
+    "OIDC_SERVICE_ACCOUNT is set, since the worker never takes it from the request",
 )
 OIDC_CERTS_URL = Variable("OIDC_CERTS_URL", "where the worker fetches the tokens' signing keys")
 DISPATCH_DEADLINE_SECONDS = Variable(
@@ -113,6 +116,9 @@ TASK_APP_VARIABLES = (
     SECRET_KEY,
     CLOUD_TASKS_EMULATOR_HOST,
     CLOUD_TASKS_TIMEOUT_SECONDS,
+    QUEUE_RETRY_CONFIG,
+    DEAD_LETTER_QUEUE,
+    OIDC_AUDIENCE,
 )
 WORKER_VARIABLES = (
     OIDC_SERVICE_ACCOUNT,
@@ -120,6 +126,8 @@ WORKER_VARIABLES = (
     OIDC_CERTS_URL,
     DISPATCH_DEADLINE_SECONDS,
     GOOGLE_CLOUD_PROJECT,
+    QUEUE_RETRY_CONFIG,
+    DEAD_LETTER_QUEUE,
 )
 SERVER_VARIABLES = (HOST, PORT, GUNICORN_THREADS)
 ALL_VARIABLES = (*TASK_APP_VARIABLES, *WORKER_VARIABLES, *SERVER_VARIABLES)

@@ -16,7 +16,11 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
-from service_common.web import add_security_headers, register_error_handlers
+from service_common.web import (
+    add_security_headers,
+    register_error_handlers,
+    route_exact_paths,
+)
 
 from task_app import dead_letters
 from task_app.cloud_tasks import CloudTasksGateway
@@ -78,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     dead_letters.init_app(app, csrf)
     add_security_headers(app)
+    route_exact_paths(app)
     register_error_handlers(app, _render_error)
     logger.info(
         "task-app ready: queue %s, worker %s%s",

@@ -400,25 +400,13 @@ def init_app(app: Flask, csrf: CSRFProtect, dead_letters: DeadLetterStore | None
     app.register_blueprint(pages)
 
     @app.context_processor
-    def _helpers() -> dict[str, Any]:
-        return {"dead_letter_listing": listing, "retry_plan": store().plan_of}
+    def _enabled() -> dict[str, Any]:
+        return {"dead_letters_enabled": store().enabled}
 
     if not dead_letters.enabled:
         logger.warning(
             "%s is not set: the page lists no dead letters", contract.DEAD_LETTER_QUEUE.name
         )
-
-
-def listing() -> dict[str, Any]:
-    """What the page's dead-letter section shows (never raises)."""
-    dead_letters = store()
-    if not dead_letters.enabled:
-        return {"enabled": False, "items": [], "error": None, "more": False}
-    try:
-        items, more = dead_letters.list()
-    except CloudTasksError as error:
-        return {"enabled": True, "items": [], "error": _unavailable(error, "list"), "more": False}
-    return {"enabled": True, "items": items, "error": None, "more": more}
 
 
 def _unavailable(error: CloudTasksError, what: str) -> str:

@@ -16,7 +16,7 @@ from flask import (
     url_for,
 )
 from service_common.config import max_work_seconds
-from service_common.web import json_error
+from service_common.web import InvalidBody, json_error, parse_json, read_body
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from task_app.cloud_tasks import CloudTasksGateway, CloudTasksUnavailable, CreateOutcome
@@ -55,21 +55,15 @@ def _render_page(
     error: str | None = None,
     outcome: CreateOutcome | None = None,
 ) -> tuple[str, int]:
+    # The queue's tasks are not fetched here: the page loads them from /api/tasks, so a slow
+    # or hung Cloud Tasks never holds up the page (or the request thread that serves it).
     settings = _settings()
-    tasks: list[dict[str, object]] = []
-    tasks_error = None
-    try:
-        tasks = _gateway().list_tasks()
-    except CloudTasksUnavailable as unavailable:
-        tasks_error = str(unavailable)
     html = render_template(
         "index.html",
         form=form,
         field_errors=field_errors or {},
         error=error,
         outcome=outcome,
-        tasks=tasks,
-        tasks_error=tasks_error,
         queue_id=settings.queue_id,
         max_work_seconds=max_work_seconds(settings.dispatch_deadline_seconds),
     )
@@ -78,7 +72,7 @@ def _render_page(
 
 @pages.get("/")
 def index() -> tuple[str, int]:
-    """The page: the form and the queue's current tasks. Never creates a task."""
+    """The page: the form, and a table its script fills from /api/tasks. Never creates a task."""
     return _render_page(ScheduleForm())
 
 
@@ -117,9 +111,10 @@ def create_tasks() -> tuple[Response, int]:
     # cross-site forms: browsers cannot send it cross-origin without a CORS preflight.
     if not request.is_json:
         return json_error(415, "Content-Type must be application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        return json_error(400, "the body is not valid JSON; send {} for the defaults")
+    try:
+        data = parse_json(read_body())
+    except InvalidBody as invalid:
+        return json_error(400, f"{invalid}; send {{}} for the defaults")
     if not isinstance(data, dict):
         return json_error(400, 'the body must be a JSON object, e.g. {"count": 2}')
     options, errors = validate_options(

@@ -15,7 +15,11 @@ from typing import Any
 from flask import Flask
 from service_common.config import ConfigError
 from service_common.logs import configure_logging, project_id_for_traces
-from service_common.web import add_security_headers, register_error_handlers
+from service_common.web import (
+    add_security_headers,
+    register_error_handlers,
+    route_exact_paths,
+)
 
 from worker import dead_letters
 from worker.auth import TokenVerifier
@@ -43,7 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     app.extensions["worker.settings"] = settings
     app.extensions["worker.verifier"] = (
-        TokenVerifier(settings.oidc_caller_email, settings.oidc_certs_url)
+        TokenVerifier(settings.oidc_caller_email, settings.oidc_certs_url, settings.oidc_audiences)
         if settings.oidc_caller_email
         else None
     )
@@ -51,12 +55,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tasks)
     app.register_blueprint(health)
     add_security_headers(app)
+    route_exact_paths(app)
     register_error_handlers(app)
     if settings.verify_tokens:
         logger.info(
-            "worker ready: tokens must come from %s (audience %s, keys from %s)",
+            "worker ready: tokens must come from %s (audiences %s, keys from %s)",
             settings.oidc_caller_email,
-            settings.oidc_audience or "the request's base URL",
+            ", ".join(settings.oidc_audiences),
             settings.oidc_certs_url,
         )
     else:

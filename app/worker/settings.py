@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from service_common import contract
 from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
@@ -18,8 +20,8 @@ class WorkerSettings:
 
     # Token verification is on exactly when the expected caller is configured.
     oidc_caller_email: str | None
-    # None: the base URL the request arrived at (what Cloud Tasks uses as audience).
-    oidc_audience: str | None
+    # Every audience a task's token may carry (the worker's URLs); never the request's own.
+    oidc_audiences: tuple[str, ...]
     oidc_certs_url: str
     dispatch_deadline_seconds: int
 
@@ -35,11 +37,19 @@ class WorkerSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """Read and check every setting; a ConfigError names the bad variable."""
         env = os.environ if environ is None else environ
-        audience = optional(env, contract.OIDC_AUDIENCE)
+        caller = optional(env, contract.OIDC_SERVICE_ACCOUNT)
+        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
+        if caller is not None and not audiences:
+            raise ConfigError(
+                f"{contract.OIDC_AUDIENCE.name} is not set: with "
+                f"{contract.OIDC_SERVICE_ACCOUNT.name} set the worker verifies each task's "
+                "token and must know the audience it carries, the worker's URL (e.g. "
+                "https://worker-123456789012.europe-west1.run.app; several, comma-separated)"
+            )
         certs_url = optional(env, contract.OIDC_CERTS_URL) or GOOGLE_CERTS_URL
         return cls(
-            oidc_caller_email=optional(env, contract.OIDC_SERVICE_ACCOUNT),
-            oidc_audience=http_url(contract.OIDC_AUDIENCE.name, audience) if audience else None,
+            oidc_caller_email=caller,
+            oidc_audiences=audiences,
             oidc_certs_url=http_url(contract.OIDC_CERTS_URL.name, certs_url),
             dispatch_deadline_seconds=bounded_int(
                 env,
@@ -49,6 +59,36 @@ class WorkerSettings:
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
         )
+
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def audience_list(raw: str) -> tuple[str, ...]:
+    """OIDC_AUDIENCE's comma-separated URLs, each https (http only on a loopback host)."""
+    name = contract.OIDC_AUDIENCE.name
+    audiences = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        url = http_url(name, item)
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+            raise ConfigError(
+                f"{name} holds {item!r}: an audience must be an https:// URL (http:// only "
+                "for a loopback host: localhost, 127.0.0.1, [::1])"
+            )
+        audiences.append(url)
+    return tuple(audiences)
 
 
 __all__ = ["ConfigError", "WorkerSettings"]

@@ -14,13 +14,12 @@ parked, 503 when it could not be.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from service_common.web import json_error
+from service_common.web import InvalidBody, json_error, parse_json, read_body
 
 from worker import dead_letters, shutdown
 from worker.auth import AuthFailure, TokenVerifier
@@ -53,22 +52,14 @@ def _settings() -> WorkerSettings:
     return settings
 
 
-def _expected_audience(settings: WorkerSettings) -> str:
-    if settings.oidc_audience:
-        return settings.oidc_audience
-    # Cloud Run terminates TLS in front of the container and says so in X-Forwarded-Proto.
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    return f"{scheme}://{request.host}"
-
-
 def parse_payload(body: bytes) -> tuple[str, float, int]:
     """(message, work_seconds, fail_attempts) from the JSON body, all optional."""
     if not body.strip():
         return "", 0.0, 0
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidPayload(f"body is not valid JSON: {error}") from None
+        data = parse_json(body)
+    except InvalidBody as invalid:
+        raise InvalidPayload(str(invalid)) from None
     if not isinstance(data, dict):
         raise InvalidPayload(f"body must be a JSON object, got {type(data).__name__}")
     message = data.get("message", "")
@@ -103,12 +94,11 @@ def run_task() -> tuple[Response, int]:
     caller = None
     if verifier is not None:
         try:
-            claims = verifier.verify(
-                request.headers.get("Authorization"), _expected_audience(settings)
-            )
+            claims = verifier.verify(request.headers.get("Authorization"))
             caller = claims.get("email")
         except AuthFailure as failure:
-            logger.warning("refused a task delivery (%d): %s", failure.status, failure.reason)
+            log = logger.error if failure.status >= 500 else logger.warning
+            log("refused a task delivery (%d): %s", failure.status, failure.detail)
             response, status = json_error(failure.status, failure.reason)
             if failure.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="worker"'
@@ -118,7 +108,7 @@ def run_task() -> tuple[Response, int]:
     task = headers["task"] or "(no task name)"
     retry_count = _retry_count(headers["retry_count"])
     try:
-        message, work_seconds, fail_attempts = parse_payload(request.get_data())
+        message, work_seconds, fail_attempts = parse_payload(read_body())
     except InvalidPayload as invalid:
         logger.error(
             "task %s has a payload that can never succeed, acknowledged without work: %s",

@@ -117,9 +117,10 @@ def worker_client(worker_env: None) -> FlaskClient:
 def secured_worker_client(
     worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
 ) -> FlaskClient:
-    """The worker verifying tokens against the local key server, audience from the request."""
+    """The worker verifying tokens against the local key server, for the worker's URL."""
     from worker import create_app
 
     monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
     monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
     return create_app().test_client()

@@ -20,28 +20,40 @@ WORKER_URL = "https://worker-abc123-ew.a.run.app"
 TASK_APP_SA = "task-app@demo-project.iam.gserviceaccount.com"
 
 
+def _key_and_certificate() -> tuple[rsa.RSAPrivateKey, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-oidc")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 class OidcKeys:
     """An RSA key with its certificate served over HTTP, signing Google-shaped ID tokens."""
 
     def __init__(self) -> None:
         self.kid = "test-key-1"
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-oidc")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.private_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(self.private_key, hashes.SHA256())
-        )
-        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        self.private_key, self.cert_pem = _key_and_certificate()
         self.fetches = 0
+        # When set, served instead of the key set (a broken or impostor endpoint).
+        self.raw_answer: bytes | None = None
         self.server: ThreadingHTTPServer | None = None
         self.url = ""
+
+    def rotate(self, kid: str) -> None:
+        """Sign with a new key from now on and serve only its certificate, as a signer
+        that restarted with a new key does."""
+        self.kid = kid
+        self.private_key, self.cert_pem = _key_and_certificate()
 
     def start(self) -> None:
         keys = self
@@ -49,7 +61,7 @@ class OidcKeys:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 keys.fetches += 1
-                body = json.dumps({keys.kid: keys.cert_pem}).encode()
+                body = keys.raw_answer or json.dumps({keys.kid: keys.cert_pem}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", "public, max-age=3600")

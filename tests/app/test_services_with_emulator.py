@@ -4,6 +4,7 @@ and the worker verifies the token against the emulator's keys."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +46,15 @@ def emulated_queue() -> Iterator[tuple[str, str, str]]:
         runner.stop()
 
 
-def _serve(app: Flask) -> tuple[BaseWSGIServer, str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _serve(app: Flask, port: int = 0) -> tuple[BaseWSGIServer, str]:
+    server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     ).start()
@@ -75,9 +83,11 @@ def test_task_is_delivered_verified_retried_and_finished(
     address, certs_url, queue = emulated_queue
     monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", CALLER)
     monkeypatch.setenv("OIDC_CERTS_URL", certs_url)
-    monkeypatch.delenv("OIDC_AUDIENCE", raising=False)
+    # The worker accepts only its own URL as the audience, as the stack configures it.
+    port = _free_port()
+    monkeypatch.setenv("OIDC_AUDIENCE", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("DISPATCH_DEADLINE_SECONDS", "15")
-    worker_server, worker_url = _serve(create_worker())
+    worker_server, worker_url = _serve(create_worker(), port)
     monkeypatch.setenv("QUEUE", queue)
     monkeypatch.setenv("WORKER_URL", worker_url)
     monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", CALLER)

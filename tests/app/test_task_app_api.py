@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -228,6 +229,57 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     assert any(code.name in line["message"] for line in errors)
 
 
+def _denial(permission: str) -> str:
+    return (
+        f'The principal (user or service account) lacks IAM permission "{permission}" for the '
+        f'resource "{QUEUE}" (or the resource may not exist).'
+    )
+
+
+def test_a_denied_create_names_the_permission_the_stack_must_grant(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """PERMISSION_DENIED is a 503 naming the missing permission (no "try again later":
+    only a grant helps), and nothing is reported created."""
+    fake_tasks.fail(
+        "CreateTask", grpc.StatusCode.PERMISSION_DENIED, details=_denial("cloudtasks.tasks.create")
+    )
+
+    response = client.post("/tasks", json={})
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert "(PERMISSION_DENIED)" in body["error"]
+    assert "lacks cloudtasks.tasks.create on queue 'jobs'" in body["error"]
+    assert "Try again later" not in body["error"]
+    assert body["tasks"] == []
+
+
+def test_a_denied_listing_names_the_permission(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    fake_tasks.fail(
+        "ListTasks", grpc.StatusCode.PERMISSION_DENIED, details=_denial("cloudtasks.tasks.list")
+    )
+
+    # The page shows what /api/tasks answers (its script loads the list from there).
+    listing = client.get("/api/tasks")
+
+    assert listing.status_code == 503
+    assert "(PERMISSION_DENIED)" in listing.get_json()["error"]
+    assert "lacks cloudtasks.tasks.list on queue 'jobs'" in listing.get_json()["error"]
+
+
+def test_a_denial_without_a_permission_in_it_says_only_its_code(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    fake_tasks.fail("ListTasks", grpc.StatusCode.PERMISSION_DENIED, details="denied")
+
+    error = client.get("/api/tasks").get_json()["error"]
+
+    assert error == "Cloud Tasks is unavailable (PERMISSION_DENIED): cannot list the queue's tasks."
+
+
 def test_fan_out_failure_reports_exactly_the_created_tasks(
     client: FlaskClient, fake_tasks: FakeCloudTasks
 ) -> None:
@@ -405,9 +457,18 @@ def test_unexpected_error_shows_no_traceback(
     text = response.get_data(as_text=True)
     assert "secret internal detail" not in text
     assert "Traceback" not in text
+    assert response.get_json() == {
+        "error": "500 Internal Server Error: the server failed; see its logs"
+    }
     assert any(
         line["severity"] == "ERROR" and "unhandled error" in line["message"] for line in log_lines()
     )
+    page = task_app.test_client().get("/broken", headers={"Accept": "text/html"})
+    assert page.status_code == 500
+    assert "500 Internal Server Error: the server failed; see its logs" in page.get_data(
+        as_text=True
+    )
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
 
 
 def test_duplicate_inside_a_fan_out_stops_there(
@@ -437,3 +498,54 @@ def test_method_not_allowed_keeps_the_allow_header(client: FlaskClient) -> None:
     assert response.status_code == 405
     assert "POST" in response.headers["Allow"]
     assert response.get_json()["error"].startswith("405 Method Not Allowed")
+
+
+def test_a_hung_cloud_tasks_holds_at_most_two_threads_for_at_most_the_timeout(
+    task_app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake_tasks: FakeCloudTasks
+) -> None:
+    """Eight tabs polling /api/tasks while ListTasks hangs: two calls wait on Cloud Tasks,
+    each given up after the call timeout (503); the others are answered 503 at once, so
+    the page's other requests still find free threads."""
+    from task_app import create_app
+    from task_app.cloud_tasks import MAX_CONCURRENT_LISTS
+
+    monkeypatch.setenv("CLOUD_TASKS_TIMEOUT_SECONDS", "1.5")
+    fake_tasks.delay("ListTasks", 5)
+    app = create_app()
+    answers: list[tuple[int, str, float]] = []
+    lock = threading.Lock()
+
+    def poll() -> None:
+        started = time.monotonic()
+        response = app.test_client().get("/api/tasks")
+        with lock:
+            answers.append(
+                (response.status_code, response.get_json()["error"], time.monotonic() - started)
+            )
+
+    try:
+        waiting = [threading.Thread(target=poll) for _ in range(MAX_CONCURRENT_LISTS)]
+        for thread in waiting:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(fake_tasks.list_requests) < MAX_CONCURRENT_LISTS:
+            assert time.monotonic() < deadline, "the first lists never reached Cloud Tasks"
+            time.sleep(0.01)
+        others = [threading.Thread(target=poll) for _ in range(8 - MAX_CONCURRENT_LISTS)]
+        for thread in others:
+            thread.start()
+        for thread in others:
+            thread.join()
+        busy = list(answers)
+        for thread in waiting:
+            thread.join()
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+    assert len(busy) == 8 - MAX_CONCURRENT_LISTS, "the others did not wait for the hung calls"
+    assert all(status == 503 and "slow to answer" in error for status, error, _ in busy)
+    assert len(fake_tasks.list_requests) == MAX_CONCURRENT_LISTS
+    timed_out = [answer for answer in answers if answer not in busy]
+    assert [status for status, _, _ in timed_out] == [503] * MAX_CONCURRENT_LISTS
+    assert all("DEADLINE_EXCEEDED" in error for _, error, _ in timed_out)
+    assert all(seconds < 5 for _, _, seconds in timed_out), "held beyond the call timeout"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 
 import grpc
 import pytest
 from fake_cloud_tasks import FakeCloudTasks
 from flask.testing import FlaskClient
-from google.cloud import tasks_v2
-from services_support import QUEUE
 
 
 def test_page_has_the_button_the_fields_and_only_local_assets(client: FlaskClient) -> None:
@@ -118,25 +115,19 @@ def test_outage_shows_503_on_the_page_with_what_was_created(
     assert f"(1 of 3): {created}" in html
 
 
-def test_page_lists_the_queue_tasks_and_survives_a_list_outage(
-    client: FlaskClient, fake_tasks: FakeCloudTasks
-) -> None:
-    """The page shows the queue's tasks from ListTasks, and still renders (saying why the
-    list is missing) when ListTasks fails."""
-    when = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-    fake_tasks.add_task(
-        tasks_v2.Task(name=f"{QUEUE}/tasks/visible-task", schedule_time=when, dispatch_count=4)
-    )
+def test_page_never_waits_for_cloud_tasks(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
+    """The page does not list the queue itself: even with ListTasks hung it is served at
+    once, with an empty table its script fills from /api/tasks."""
+    fake_tasks.delay("ListTasks", 30)
 
-    html = client.get("/").get_data(as_text=True)
-    assert "<td>visible-task</td>" in html
-    assert "<td>2030-01-02T03:04:05+00:00</td>" in html
-    assert "<td>4</td>" in html
+    response = client.get("/")
 
-    fake_tasks.fail("ListTasks", grpc.StatusCode.UNAVAILABLE)
-    degraded = client.get("/")
-    assert degraded.status_code == 200
-    assert "cannot list the queue&#39;s tasks" in degraded.get_data(as_text=True)
+    assert response.status_code == 200
+    assert fake_tasks.list_requests == []
+    html = response.get_data(as_text=True)
+    assert "Loading the queue's tasks" in html
+    assert "<tbody></tbody>" in html
+    assert 'src="/static/app.js"' in html
 
 
 def test_unknown_page_is_an_html_404_for_browsers(client: FlaskClient) -> None:

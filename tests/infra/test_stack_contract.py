@@ -91,8 +91,11 @@ def test_renamed_variables_are_still_read_under_their_earlier_names() -> None:
     older program: a worker given its caller under the earlier name OIDC_CALLER_EMAIL still
     verifies tokens for exactly that caller."""
     assert "OIDC_CALLER_EMAIL" in contract.OIDC_SERVICE_ACCOUNT.aliases
-    settings = WorkerSettings.from_env({"OIDC_CALLER_EMAIL": "old@p.iam.gserviceaccount.com"})
+    audience = {"OIDC_AUDIENCE": "https://worker-1.europe-west1.run.app"}
+    settings = WorkerSettings.from_env(
+        {"OIDC_CALLER_EMAIL": "old@p.iam.gserviceaccount.com", **audience}
+    )
     assert settings.verify_tokens
     assert settings.oidc_caller_email == "old@p.iam.gserviceaccount.com"
-    both = {"OIDC_CALLER_EMAIL": "old@p", "OIDC_SERVICE_ACCOUNT": "new@p"}
+    both = {"OIDC_CALLER_EMAIL": "old@p", "OIDC_SERVICE_ACCOUNT": "new@p", **audience}
     assert WorkerSettings.from_env(both).oidc_caller_email == "new@p"

@@ -19,6 +19,7 @@ from tests.infra.helpers import (
     account_named,
     committed_run,
     container,
+    env_of,
     service_named,
 )
 
@@ -50,7 +51,8 @@ def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: Sta
 @pytest.mark.parametrize(
     ("resource_type", "match", "api"),
     [
-        (QUEUE, {}, "cloudtasks.googleapis.com"),
+        (QUEUE, {"name": "jobs"}, "cloudtasks.googleapis.com"),
+        (QUEUE, {"name": "jobs-dead"}, "cloudtasks.googleapis.com"),
         (SERVICE, {"name": "task-app"}, "run.googleapis.com"),
         (SERVICE, {"name": "worker"}, "run.googleapis.com"),
         (REPOSITORY, {}, "artifactregistry.googleapis.com"),
@@ -170,7 +172,7 @@ def test_queue_has_the_stack_rate_limits_and_retry_config(
     """Queue `jobs` in us-central1 with the stack's rate limits and retry config
     (durations as strings), without the output-only max_burst_size, and queue logging
     exactly when a sampling ratio is set."""
-    queue = stack.one(QUEUE)
+    queue = stack.one(QUEUE, name="jobs")
     assert queue.inputs["name"] == "jobs"
     assert queue.inputs["location"] == "us-central1"
     assert queue.inputs["project"] == settings.project
@@ -199,14 +201,14 @@ def test_worker_can_take_every_concurrent_dispatch_of_the_queue(stack: StackRun)
     worker = service_named(stack, "worker")
     template = worker.inputs["template"]
     capacity = template["scaling"]["maxInstanceCount"] * template["maxInstanceRequestConcurrency"]
-    in_flight = stack.one(QUEUE).inputs["rateLimits"]["maxConcurrentDispatches"]
+    in_flight = stack.one(QUEUE, name="jobs").inputs["rateLimits"]["maxConcurrentDispatches"]
     assert capacity >= in_flight, f"worker holds {capacity} requests, queue sends {in_flight}"
 
 
 def test_dev_queue_uses_the_chapter_tuned_values() -> None:
     """Dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
     10 attempts, backoff 1 s to 15 s, 3 doublings."""
-    queue = committed_run("Pulumi.dev.yaml").one(QUEUE)
+    queue = committed_run("Pulumi.dev.yaml").one(QUEUE, name="jobs")
     assert queue.inputs["rateLimits"] == {
         "maxDispatchesPerSecond": 100,
         "maxConcurrentDispatches": 100,
@@ -218,7 +220,7 @@ def test_dev_queue_uses_the_chapter_tuned_values() -> None:
 
 def test_prod_queue_logs_a_sample_of_attempts() -> None:
     """The optional logging sampling ratio reaches the queue (prod sets 0.1)."""
-    queue = committed_run("Pulumi.prod.yaml").one(QUEUE)
+    queue = committed_run("Pulumi.prod.yaml").one(QUEUE, name="jobs")
     assert queue.inputs["stackdriverLoggingConfig"] == {"samplingRatio": 0.1}
 
 
@@ -231,7 +233,8 @@ def test_deletion_protection_per_environment(stack_file: str, protected: bool) -
     run = committed_run(stack_file)
     for name in ("task-app", "worker"):
         assert service_named(run, name).inputs["deletionProtection"] is protected
-    assert run.one(QUEUE).inputs["deletionPolicy"] == ("PREVENT" if protected else "DELETE")
+    for queue in run.of_type(QUEUE):
+        assert queue.inputs["deletionPolicy"] == ("PREVENT" if protected else "DELETE")
     assert run.one("gcp:secretmanager/secret:Secret").inputs["deletionProtection"] is protected
 
 
@@ -245,7 +248,9 @@ def test_outputs_are_the_resources_actual_values(stack: StackRun) -> None:
     assert stack.outputs == {
         "taskAppUrl": service_named(stack, "task-app").outputs["uri"],
         "workerUrl": service_named(stack, "worker").outputs["uri"],
-        "queueId": stack.one(QUEUE).id,
+        "workerAudience": env_of(service_named(stack, "worker"))["OIDC_AUDIENCE"],
+        "queueId": stack.one(QUEUE, name="jobs").id,
+        "deadLetterQueueId": stack.one(QUEUE, name="jobs-dead").id,
         "taskAppServiceAccount": account_named(stack, "task-app").outputs["email"],
         "workerServiceAccount": account_named(stack, "worker").outputs["email"],
         "taskAppImage": images["task-app"],
@@ -263,3 +268,17 @@ def test_every_resource_belongs_to_a_component(stack: StackRun) -> None:
             parent = components.get(resource.parent)
             assert parent is not None, f"{resource.urn} is not in a component"
             assert resource.name.startswith(parent.name), resource.urn
+
+
+def test_dead_letter_queue_is_paused_with_the_live_queue_settings(
+    stack: StackRun, settings: StackSettings
+) -> None:
+    """The dead-letter queue keeps its tasks and never dispatches them (PAUSED); if a
+    person resumes it, it is as gentle with the worker as the live queue."""
+    live, dead = stack.one(QUEUE, name="jobs"), stack.one(QUEUE, name="jobs-dead")
+    assert settings.dead_letter_queue_name == "jobs-dead"
+    assert dead.inputs["desiredState"] == "PAUSED"
+    assert dead.outputs["state"] == "PAUSED"
+    assert "desiredState" not in live.inputs
+    for key in ("rateLimits", "retryConfig", "location", "project", "deletionPolicy"):
+        assert dead.inputs[key] == live.inputs[key], key

@@ -53,8 +53,8 @@ def test_every_stack_has_a_manifest_and_no_manifest_is_orphaned() -> None:
 
 
 def test_changed_setting_shows_as_a_readable_diff() -> None:
-    """Review value: changing one stack value changes one line, shown as -old/+new with the
-    hint to run `make manifest` (the manual check this test automates)."""
+    """Review value: changing one stack value changes only the lines that show it (both
+    queues' retry config, the services' copy of it and the retry plan), each as -old/+new."""
     attempts = load_stack_file("Pulumi.dev.yaml").max_attempts
     changed = render(
         run_stack("Pulumi.dev.yaml", overrides={"cloud-run-tasks:maxAttempts": attempts + 1})
@@ -62,8 +62,12 @@ def test_changed_setting_shows_as_a_readable_diff() -> None:
     diff = text_diff(generated("dev"), changed, "dev.txt (before)", "dev.txt (after)")
     removed = [line for line in diff.splitlines() if line.startswith("-") and "---" not in line]
     added = [line for line in diff.splitlines() if line.startswith("+") and "+++" not in line]
-    assert removed == [f"-      retryConfig.maxAttempts = {attempts}"]
-    assert added == [f"+      retryConfig.maxAttempts = {attempts + 1}"]
+    assert removed.count(f"-      retryConfig.maxAttempts = {attempts}") == 2  # both queues
+    assert added.count(f"+      retryConfig.maxAttempts = {attempts + 1}") == 2
+    assert sum(f'"maxAttempts": {attempts},' in line for line in removed) == 2  # both services
+    assert sum(f'"maxAttempts": {attempts + 1},' in line for line in added) == 2
+    assert sum(line.startswith("-      attempt 1 at 0 s") for line in removed) == 1  # the plan
+    assert len(removed) == len(added) == 5
 
 
 def test_manifest_is_deterministic_across_runs() -> None:

@@ -1,6 +1,7 @@
-// Refreshes the table of the queue's tasks from GET /api/tasks (each with its retry plan)
-// and the dead letters from GET /api/dead-letters every few seconds, so retries, rate
-// limits and tasks given up on show without reloading. Text only (no innerHTML): task ids and
+// Fills the table of the queue's tasks from GET /api/tasks (each with its retry plan) and
+// the dead letters from GET /api/dead-letters as soon as the page is there, then every few
+// seconds, so retries, rate limits and tasks given up on show without reloading. The page
+// itself never waits for Cloud Tasks. Text only (no innerHTML): task ids and
 // statuses come from the API and are never interpreted as markup.
 "use strict";
 
@@ -29,8 +30,8 @@ function svgElement(name, attributes) {
   return element;
 }
 
-// The same drawing as the page's template: the remaining attempts from the next (blue)
-// to the one after which the task is given up (red).
+// A task's remaining attempts at their times, from the next (blue) to the one after which
+// it is given up (red), with the plan in words beside it.
 function planCell(plan) {
   const td = document.createElement("td");
   td.className = "plan";
@@ -43,8 +44,8 @@ function planCell(plan) {
     ? "given up at " + plan.given_up_at
     : "not given up before the task's retention";
   text.textContent =
-    "attempt " + plan.attempt + " of " + (plan.of || "unlimited") + ", next at " + plan.next_at +
-    ", " + end;
+    "attempt " + plan.attempt + " of " + (plan.of || "unlimited") + ", next at " +
+    plan.next_at + ", " + end;
   const svg = svgElement("svg", {
     class: "timeline", width: 160, height: 14, viewBox: "0 0 160 14", role: "img",
     "aria-label": "remaining attempts",
@@ -65,6 +66,7 @@ function planCell(plan) {
   return td;
 }
 
+// A button posting a form with the page's CSRF token (the schedule form's).
 function actionForm(path, label, className) {
   const form = document.createElement("form");
   form.method = "post";
@@ -114,7 +116,8 @@ function renderDeadLetters(data) {
   body.replaceChildren(...rows);
   document.getElementById("dead-letters-status").textContent =
     data.dead_letters.length + " dead letter(s)" + (data.more ? " (first page)" : "") +
-    ", updated " + new Date().toLocaleTimeString();
+    ": tasks given up on, kept until replayed or discarded; updated " +
+    new Date().toLocaleTimeString();
 }
 
 function render(data) {
@@ -162,6 +165,4 @@ async function refresh() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  setTimeout(refresh, REFRESH_MS);
-});
+document.addEventListener("DOMContentLoaded", refresh);
