@@ -105,7 +105,6 @@ class DeadLetterSettings:
     """QUEUE_RETRY_CONFIG: each live task's plan; None shows none."""
     api_endpoint: str
     timeout_seconds: float
-    audience: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeadLetterSettings:
@@ -124,7 +123,6 @@ class DeadLetterSettings:
             except ValueError as error:
                 raise ConfigError(f"{contract.QUEUE_RETRY_CONFIG.name}={raw!r}: {error}") from None
         endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT) or GOOGLE_API_ENDPOINT
-        audience = optional(env, contract.OIDC_AUDIENCE)
         return cls(
             queue=queue,
             retry=retry,
@@ -132,7 +130,6 @@ class DeadLetterSettings:
             timeout_seconds=bounded_float(
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
-            audience=http_url(contract.OIDC_AUDIENCE.name, audience) if audience else None,
         )
 
 
@@ -269,7 +266,8 @@ class DeadLetterStore:
         if app.oidc_service_account:
             http["oidcToken"] = {
                 "serviceAccountEmail": app.oidc_service_account,
-                "audience": self.settings.audience or app.worker_url,
+                # The audience every task of the task-app's carries (see cloud_tasks).
+                "audience": app.worker_url,
             }
         return {
             "name": f"{app.queue}/tasks/{new_id}",

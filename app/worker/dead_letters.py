@@ -50,6 +50,8 @@ from service_common.queue_spec import Judgement, RetryConfig
 from service_common.web import json_error
 from werkzeug.datastructures import Headers
 
+from worker.settings import audience_list
+
 logger = logging.getLogger(__name__)
 
 GOOGLE_API_ENDPOINT = "https://cloudtasks.googleapis.com"
@@ -68,7 +70,7 @@ class DeadLetterSettings:
     api_endpoint: str
     timeout_seconds: float
     target_base_url: str | None
-    """The worker's base URL for the dead letter's target (OIDC_AUDIENCE when set)."""
+    """The worker's base URL for the dead letter's target (OIDC_AUDIENCE's first when set)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeadLetterSettings:
@@ -89,7 +91,7 @@ class DeadLetterSettings:
                 "the last attempt"
             )
         endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT) or GOOGLE_API_ENDPOINT
-        audience = optional(env, contract.OIDC_AUDIENCE)
+        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
         return cls(
             queue=queue,
             retry=retry,
@@ -97,7 +99,7 @@ class DeadLetterSettings:
             timeout_seconds=bounded_float(
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
-            target_base_url=http_url(contract.OIDC_AUDIENCE.name, audience) if audience else None,
+            target_base_url=audiences[0] if audiences else None,
         )
 
 
