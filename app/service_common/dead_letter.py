@@ -19,15 +19,28 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
+
+
+class HeaderItems(Protocol):
+    """A dict of headers, or werkzeug's Headers."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
 
 DEAD_LETTER_HEADER = "X-Dead-Letter"
 FIRST_SCHEDULE_HEADER = "X-Task-First-Schedule-Time"
 """Set by the task-app on every task it creates: the schedule time of its first attempt
 (RFC 3339). Cloud Tasks passes a task's own headers through unchanged, so the worker learns a
 time the first attempt cannot have preceded (see RetryConfig.judge_attempt)."""
+
+EARLIER_ATTEMPTS_HEADER = "X-Task-Earlier-Attempts"
+"""Set on a replayed task: how many attempts the task made before it was replayed (in all
+its earlier lives). The worker's simulated failure ("fail the first K attempts") counts
+them, so a task that died of its first K attempts succeeds when replayed."""
+MAX_EARLIER_ATTEMPTS = 1_000_000
 
 # Cloud Tasks' task ids: 1-500 letters, digits, hyphens or underscores
 # (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks).
@@ -62,6 +75,16 @@ def parse_iso(text: str) -> float:
 def first_schedule_header(seconds: float) -> dict[str, str]:
     """The header a task's creator sets: its first attempt is at ``seconds`` or later."""
     return {FIRST_SCHEDULE_HEADER: iso(seconds)}
+
+
+def earlier_attempts(headers: HeaderItems) -> int:
+    """The X-Task-Earlier-Attempts of a task's headers; 0 when absent or not a count."""
+    raw = next((v for k, v in headers.items() if k.lower() == EARLIER_ATTEMPTS_HEADER.lower()), "")
+    try:
+        value = int(raw)
+    except ValueError:
+        return 0
+    return value if 0 <= value <= MAX_EARLIER_ATTEMPTS else 0
 
 
 def dead_letter_id(task_id: str) -> str:
@@ -106,7 +129,7 @@ class DeadLetterRecord:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> DeadLetterRecord | None:
+    def from_headers(cls, headers: HeaderItems) -> DeadLetterRecord | None:
         """The record in a dead letter's headers; None when there is none or it is not one
         this module wrote (the task is then listed with what Cloud Tasks says alone)."""
         raw = next((v for k, v in headers.items() if k.lower() == DEAD_LETTER_HEADER.lower()), None)

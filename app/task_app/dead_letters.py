@@ -48,8 +48,10 @@ from google.auth.transport.requests import AuthorizedSession
 from service_common import contract
 from service_common.config import ConfigError, bounded_float, http_url, optional, parse_queue_path
 from service_common.dead_letter import (
+    EARLIER_ATTEMPTS_HEADER,
     TASK_ID,
     DeadLetterRecord,
+    earlier_attempts,
     first_schedule_header,
     iso,
     parse_iso,
@@ -252,11 +254,15 @@ class DeadLetterStore:
         the dead letter's body and Content-Type."""
         app = self.app_settings
         original = dead.get("httpRequest", {})
+        kept = original.get("headers", {})
         headers = {
-            "Content-Type": _header(original.get("headers", {}), "Content-Type")
-            or "application/json",
+            "Content-Type": _header(kept, "Content-Type") or "application/json",
             **first_schedule_header(time.time()),
         }
+        record = DeadLetterRecord.from_headers(kept)
+        earlier = earlier_attempts(kept) + (record.attempts if record else 0)
+        if earlier:
+            headers[EARLIER_ATTEMPTS_HEADER] = str(earlier)
         http: dict[str, Any] = {
             "url": app.worker_tasks_url,
             "httpMethod": "POST",

@@ -40,9 +40,11 @@ from service_common.dead_letter import (
     BASIS_ESTIMATED,
     BASIS_OBSERVED,
     BASIS_SCHEDULED,
+    EARLIER_ATTEMPTS_HEADER,
     FIRST_SCHEDULE_HEADER,
     DeadLetterRecord,
     dead_letter_id,
+    earlier_attempts,
     iso,
     parse_iso,
 )
@@ -158,7 +160,12 @@ class DeadLetters:
         )
 
     def park(
-        self, task_id: str, record: DeadLetterRecord, body: bytes, content_type: str | None
+        self,
+        task_id: str,
+        record: DeadLetterRecord,
+        body: bytes,
+        content_type: str | None,
+        earlier: int = 0,
     ) -> ParkOutcome:
         """Create the dead letter; ALREADY_EXISTS counts as parked (an earlier attempt of
         this very task parked it)."""
@@ -168,6 +175,9 @@ class DeadLetters:
         headers = {"X-Dead-Letter": record.to_header()}
         if content_type:
             headers["Content-Type"] = content_type
+        if earlier:
+            # Attempts of the task's lives before a replay, for the next replay to add to.
+            headers[EARLIER_ATTEMPTS_HEADER] = str(earlier)
         target = self.settings.target_base_url or request.host_url.rstrip("/")
         task = {
             "name": name,
@@ -314,7 +324,9 @@ def _park(
         reason=judgement.reason,
     )
     body = request.get_data()
-    outcome = dead_letters.park(task_id, record, body, request.headers.get("Content-Type"))
+    outcome = dead_letters.park(
+        task_id, record, body, headers.get("Content-Type"), earlier_attempts(headers)
+    )
     fields = {"dead_letter": outcome.name, "judgement": judgement.reason, "error": message}
     if outcome.parked:
         logger.error(

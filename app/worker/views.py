@@ -19,6 +19,7 @@ import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from service_common.dead_letter import earlier_attempts
 from service_common.web import InvalidBody, json_error, parse_json, read_body
 
 from worker import dead_letters, shutdown
@@ -138,8 +139,11 @@ def run_task() -> tuple[Response, int]:
             }
         },
     )
-    if retry_count < fail_attempts:
-        reason = f"simulated failure: attempt {retry_count + 1} fails (first {fail_attempts} do)"
+    # A replayed task's earlier lives count: "the first K attempts" are the task's, so a
+    # task that died of them succeeds when replayed.
+    attempt = earlier_attempts(request.headers) + retry_count + 1
+    if attempt <= fail_attempts:
+        reason = f"simulated failure: attempt {attempt} fails (first {fail_attempts} do)"
         logger.warning("task %s: %s", task, reason)
         return dead_letters.answer_failure(500, reason, task_id=task)
 

@@ -184,6 +184,8 @@ def test_replay_creates_one_task_with_the_same_body_then_removes_the_dead_letter
     assert http["oidcToken"] == {"serviceAccountEmail": CALLER, "audience": WORKER_URL}
     assert FIRST_SCHEDULE_HEADER in http["headers"]
     assert "X-Dead-Letter" not in http["headers"]
+    # The worker's "first K attempts fail" counts the 3 attempts of its first life.
+    assert http["headers"]["X-Task-Earlier-Attempts"] == "3"
     assert tasks_of(env, DEAD) == []
     # The dead letter is gone: a second replay finds nothing to replay.
     assert client.post("/api/dead-letters/dies-2/replay", json={}).status_code == 404

@@ -212,3 +212,17 @@ def test_without_a_dead_letter_queue_the_worker_answers_as_before(
 def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         DeadLetterSettings.from_env(env)
+
+
+def test_a_replayed_task_counts_its_earlier_attempts(
+    make_worker: Callable[..., FlaskClient], session: FakeSession
+) -> None:
+    """'Fail the first 3 attempts' of a task replayed after 3 failed attempts: its first
+    delivery is the task's 4th attempt, and succeeds; the same body fresh fails."""
+    client = make_worker()
+    body = {"message": "replayed", "fail_attempts": 3}
+    replayed = deliver(client, 1, body, **{"X-Task-Earlier-Attempts": "3"})
+    assert replayed.status_code == 200
+    assert replayed.get_json()["acknowledged"] is True
+    assert deliver(client, 1, body).status_code == 500
+    assert session.posts == []
