@@ -10,11 +10,13 @@ import copy
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from google.api_core import exceptions as api_exceptions
+from playwright.sync_api import expect, sync_playwright
 
 from local_stack.plan import Ports, build_plan
 from stack_settings import load_stack_file
@@ -27,6 +29,7 @@ from tests.e2e.harness import (
     story,
     unique_id,
 )
+from tests.e2e.test_e2e_browser import ARTIFACTS, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +205,52 @@ def test_the_fast_config_is_what_the_services_were_given(system: System) -> None
     for part in ("worker", "task-app"):
         env = system.plan[part].env
         assert '"maxAttempts": 3' in env["QUEUE_RETRY_CONFIG"], part
+
+
+@pytest.mark.browser
+def test_the_page_shows_dead_letters_and_plans_and_its_buttons_work(
+    system: System, chromium: Path
+) -> None:
+    """A person's view: a dead letter on the page with why it died and after how many
+    attempts; a delayed task's plan in words and as three dots; Replay and Discard from the
+    page (forms with the page's CSRF token), each leaving the list."""
+    replayed_id, discarded_id, later_id = (
+        unique_id(k) for k in ("pg-replay", "pg-drop", "pg-plan")
+    )
+    for task_id in (replayed_id, discarded_id):
+        system.schedule(message="on the page", fail_attempts=3, task_id=task_id)
+        wait_for_dead_letter(system, task_id)
+    system.schedule(message="later", delay_seconds=120, task_id=later_id)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 900})
+                page.goto(system.task_app_url)
+                row = page.locator("#dead-letters tbody tr", has_text=replayed_id)
+                expect(row).to_have_count(1)
+                expect(row.locator("td").nth(1)).to_contain_text("attempt 3 fails")
+                expect(row.locator("td").nth(3)).to_have_text("3")
+                live = page.locator("#tasks tbody tr", has_text=later_id)
+                expect(live.locator(".plan-text")).to_contain_text("attempt 1 of 3")
+                expect(live.locator("svg.timeline circle")).to_have_count(3)
+                page.screenshot(path=str(ARTIFACTS / "browser-dead-letters.png"), full_page=True)
+
+                row.get_by_role("button", name="Replay").click()
+                expect(page.locator("#flash")).to_contain_text(f"Replayed {replayed_id} as task")
+                dropped = page.locator("#dead-letters tbody tr", has_text=discarded_id)
+                dropped.get_by_role("button", name="Discard").click()
+                expect(page.locator("#flash")).to_contain_text(
+                    f"Discarded dead letter {discarded_id}"
+                )
+                expect(page.locator("#dead-letters tbody tr", has_text=replayed_id)).to_have_count(
+                    0
+                )
+                expect(dropped).to_have_count(0)
+            finally:
+                browser.close()
+    finally:
+        system.client().delete_task(name=f"{system.settings.queue_id}/tasks/{later_id}", timeout=5)
+    assert replayed_id not in [d["id"] for d in dead_letters(system)]
+    assert discarded_id not in [d["id"] for d in dead_letters(system)]
