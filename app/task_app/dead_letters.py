@@ -29,9 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import google.auth
 from flask import (
     Blueprint,
     Flask,
@@ -44,9 +43,8 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFProtect
-from google.auth.transport.requests import AuthorizedSession
 from service_common import contract
-from service_common.config import ConfigError, bounded_float, http_url, optional, parse_queue_path
+from service_common.config import ConfigError, optional, parse_queue_path
 from service_common.dead_letter import (
     EARLIER_ATTEMPTS_HEADER,
     TASK_ID,
@@ -62,6 +60,9 @@ from service_common.web import json_error
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from task_app.settings import TaskAppSettings
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ class DeadLetterSettings:
     """DEAD_LETTER_QUEUE; None: the page shows no dead letters and says why."""
     retry: RetryConfig | None
     """QUEUE_RETRY_CONFIG: each live task's plan; None shows none."""
-    api_endpoint: str
-    timeout_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeadLetterSettings:
@@ -124,15 +123,7 @@ class DeadLetterSettings:
                 retry = RetryConfig.from_api(data)
             except ValueError as error:
                 raise ConfigError(f"{contract.QUEUE_RETRY_CONFIG.name}={raw!r}: {error}") from None
-        endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT) or GOOGLE_API_ENDPOINT
-        return cls(
-            queue=queue,
-            retry=retry,
-            api_endpoint=http_url(contract.CLOUD_TASKS_API_ENDPOINT.name, endpoint),
-            timeout_seconds=bounded_float(
-                env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
-            ),
-        )
+        return cls(queue=queue, retry=retry)
 
 
 @dataclass(frozen=True)
@@ -146,13 +137,21 @@ class DeadLetterStore:
     """The dead-letter queue through the REST API; one per process."""
 
     def __init__(
-        self, settings: DeadLetterSettings, app_settings: TaskAppSettings, session: Any = None
+        self,
+        settings: DeadLetterSettings,
+        app_settings: TaskAppSettings,
+        session: Any = None,
+        credentials: Credentials | None = None,
     ) -> None:
-        """``session`` None: an AuthorizedSession with google-auth's default credentials,
-        made at the first call."""
+        """``session`` None: an AuthorizedSession with ``credentials`` (None: google-auth's
+        default credentials), made at the first call. The endpoint and the timeout are the
+        task-app's own (CLOUD_TASKS_API_ENDPOINT, CLOUD_TASKS_TIMEOUT_SECONDS)."""
         self.settings = settings
         self.app_settings = app_settings
+        self.api_endpoint = (app_settings.api_endpoint or GOOGLE_API_ENDPOINT).rstrip("/")
+        self.timeout_seconds = app_settings.api_timeout_seconds
         self._session = session
+        self._credentials = credentials
         self._lock = threading.Lock()
 
     @property
@@ -162,7 +161,13 @@ class DeadLetterStore:
     def _get_session(self) -> Any:
         with self._lock:
             if self._session is None:
-                credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+                # Imported at the first call: a service starts without paying for them.
+                import google.auth
+                from google.auth.transport.requests import AuthorizedSession
+
+                credentials = self._credentials
+                if credentials is None:
+                    credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
                 self._session = AuthorizedSession(credentials)
             return self._session
 
@@ -179,12 +184,12 @@ class DeadLetterStore:
 
     def list(self) -> tuple[list[dict[str, Any]], bool]:
         """The dead letters (first page) and whether there are more."""
-        url = f"{self.settings.api_endpoint}/v2/{self.settings.queue}/tasks"
+        url = f"{self.api_endpoint}/v2/{self.settings.queue}/tasks"
         with self._sending("ListTasks"):
             response = self._get_session().get(
                 url,
                 params={"responseView": "FULL", "pageSize": LIST_PAGE_SIZE},
-                timeout=self.settings.timeout_seconds,
+                timeout=self.timeout_seconds,
             )
         answer = _answer(response)
         tasks = answer.get("tasks", [])
@@ -192,10 +197,10 @@ class DeadLetterStore:
 
     def get(self, dead_letter: str) -> dict[str, Any]:
         """One dead letter with its body (FULL view); NotADeadLetter when it is not there."""
-        url = f"{self.settings.api_endpoint}/v2/{self.settings.queue}/tasks/{dead_letter}"
+        url = f"{self.api_endpoint}/v2/{self.settings.queue}/tasks/{dead_letter}"
         with self._sending("GetTask"):
             response = self._get_session().get(
-                url, params={"responseView": "FULL"}, timeout=self.settings.timeout_seconds
+                url, params={"responseView": "FULL"}, timeout=self.timeout_seconds
             )
         try:
             return _answer(response)
@@ -206,9 +211,9 @@ class DeadLetterStore:
 
     def delete(self, dead_letter: str) -> None:
         """Delete a dead letter; NotADeadLetter when it is not there."""
-        url = f"{self.settings.api_endpoint}/v2/{self.settings.queue}/tasks/{dead_letter}"
+        url = f"{self.api_endpoint}/v2/{self.settings.queue}/tasks/{dead_letter}"
         with self._sending("DeleteTask"):
-            response = self._get_session().delete(url, timeout=self.settings.timeout_seconds)
+            response = self._get_session().delete(url, timeout=self.timeout_seconds)
         try:
             _answer(response)
         except CloudTasksError as error:
@@ -221,13 +226,13 @@ class DeadLetterStore:
         deleted. A failed delete raises ReplayNotFinished."""
         task = self.get(dead_letter)
         new_id = replay_id(str(task["name"]), str(task.get("createTime", "")))
-        url = f"{self.settings.api_endpoint}/v2/{self.app_settings.queue}/tasks"
+        url = f"{self.api_endpoint}/v2/{self.app_settings.queue}/tasks"
         already = False
         with self._sending("CreateTask"):
             response = self._get_session().post(
                 url,
                 json={"task": self._replayed(task, new_id)},
-                timeout=self.settings.timeout_seconds,
+                timeout=self.timeout_seconds,
             )
         try:
             _answer(response)
@@ -393,11 +398,19 @@ def store() -> DeadLetterStore:
     return found
 
 
-def init_app(app: Flask, csrf: CSRFProtect, dead_letters: DeadLetterStore | None = None) -> None:
-    """Attach the dead letters (from the environment by default) and their routes."""
+def init_app(
+    app: Flask,
+    csrf: CSRFProtect,
+    credentials: Credentials | None = None,
+    dead_letters: DeadLetterStore | None = None,
+) -> None:
+    """Attach the dead letters (their queue and the retry config from the environment by
+    default) and their routes."""
     if dead_letters is None:
         settings: TaskAppSettings = app.extensions["task_app.settings"]
-        dead_letters = DeadLetterStore(DeadLetterSettings.from_env(), settings)
+        dead_letters = DeadLetterStore(
+            DeadLetterSettings.from_env(), settings, credentials=credentials
+        )
     app.extensions["task_app.dead_letters"] = dead_letters
     csrf.exempt(api)  # JSON only, see the module docstring
     app.register_blueprint(api)

@@ -31,9 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import google.auth
 from flask import Flask, Response, current_app, g, jsonify, request
-from google.auth.transport.requests import AuthorizedSession
 from service_common import contract
 from service_common.config import ConfigError, bounded_float, http_url, optional, parse_queue_path
 from service_common.dead_letter import (
@@ -145,6 +143,10 @@ class DeadLetters:
     def _get_session(self) -> Any:
         with self._lock:
             if self._session is None:
+                # Imported at the first call: a service starts without paying for them.
+                import google.auth
+                from google.auth.transport.requests import AuthorizedSession
+
                 credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
                 self._session = AuthorizedSession(credentials)
             return self._session

@@ -17,6 +17,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from google.auth.credentials import AnonymousCredentials
 from service_common.dead_letter import FIRST_SCHEDULE_HEADER
 from tasks_emulator import EmulatorThread
 
@@ -74,7 +75,6 @@ def env(monkeypatch: pytest.MonkeyPatch, local: Local) -> Local:
         "OIDC_SERVICE_ACCOUNT": CALLER,
         "DISPATCH_DEADLINE_SECONDS": "900",
         "SECRET_KEY": "test-secret-key",
-        "CLOUD_TASKS_EMULATOR_HOST": local.grpc,
         "DEAD_LETTER_QUEUE": DEAD,
         "QUEUE_RETRY_CONFIG": json.dumps(RETRY),
         "CLOUD_TASKS_API_ENDPOINT": local.rest,
@@ -97,7 +97,7 @@ def task_app(env: Local) -> Iterator[Flask]:
     from task_app import create_app
     from task_app.dead_letters import DeadLetterSettings, DeadLetterStore
 
-    app = create_app({"TESTING": True})
+    app = create_app(config={"TESTING": True}, credentials=AnonymousCredentials())
     settings = app.extensions["task_app.settings"]
     anonymous(
         app,
@@ -266,9 +266,7 @@ def test_cloud_tasks_unreachable_is_503_naming_it(
     task_app: Flask, client: FlaskClient, method: str, path: str
 ) -> None:
     store = task_app.extensions["task_app.dead_letters"]
-    store.settings = type(store.settings)(
-        **{**store.settings.__dict__, "api_endpoint": "http://127.0.0.1:9"}
-    )
+    store.api_endpoint = "http://127.0.0.1:9"
     kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
     answer = getattr(client, method)(path, **kwargs)
     assert answer.status_code == 503

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from service_common.config import ConfigError
 from service_common.dead_letter import FIRST_SCHEDULE_HEADER, DeadLetterRecord, iso
 from worker.dead_letters import DeadLetters, DeadLetterSettings
+from worker.settings import WorkerSettings
 
 DEAD_QUEUE = "projects/demo-project/locations/us-central1/queues/jobs-dead"
 RETRY = {"maxAttempts": 3, "minBackoff": "1s", "maxBackoff": "10s", "maxDoublings": 3}
@@ -56,7 +57,7 @@ def session() -> FakeSession:
 
 @pytest.fixture
 def make_worker(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, session: FakeSession
+    worker_settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch, session: FakeSession
 ) -> Callable[..., FlaskClient]:
     def make(retry: dict[str, Any] | None = None) -> FlaskClient:
         from worker import create_app
@@ -64,7 +65,7 @@ def make_worker(
         monkeypatch.setenv("DEAD_LETTER_QUEUE", DEAD_QUEUE)
         monkeypatch.setenv("QUEUE_RETRY_CONFIG", json.dumps(retry or RETRY))
         monkeypatch.setenv("CLOUD_TASKS_API_ENDPOINT", ENDPOINT)
-        app = create_app()
+        app = create_app(worker_settings)
         app.extensions["worker.dead_letters"] = DeadLetters(
             DeadLetterSettings.from_env(), session=session
         )

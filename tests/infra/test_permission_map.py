@@ -48,7 +48,7 @@ def test_the_map_names_the_calls_the_issue_lists(settings: StackSettings) -> Non
             "dead",
             "task-app",
             "roles/cloudtasks.viewer",
-            ["cloudtasks.tasks.get", "cloudtasks.tasks.list"],
+            ["cloudtasks.tasks.list", "cloudtasks.tasks.get"],
         ),
         ("dead", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.fullView"] * 2),
         ("dead", "task-app", "roles/cloudtasks.taskDeleter", ["cloudtasks.tasks.delete"]),
