@@ -19,9 +19,13 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
+
+from service_common import contract
+from service_common.config import ConfigError, optional, parse_queue_path
+from service_common.queue_spec import RetryConfig
 
 
 class HeaderItems(Protocol):
@@ -56,6 +60,51 @@ BASIS_SCHEDULED = "scheduled"
 BASIS_ESTIMATED = "estimated"
 """first_attempt is estimated back from the last attempt through the retry plan: the first
 attempt was then or earlier."""
+
+
+@dataclass(frozen=True)
+class DeadLetterConfig:
+    """Where tasks given up on are kept, and the live queue's retry config."""
+
+    queue: str | None = None
+    """DEAD_LETTER_QUEUE; None: no dead letters (a task given up on is only logged)."""
+    retry: RetryConfig | None = None
+    """QUEUE_RETRY_CONFIG: the last-attempt judgement and each task's plan."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, retry_required: bool) -> DeadLetterConfig:
+        """Both variables checked; ``retry_required``: the retry config must come with the
+        queue (the worker cannot tell the last attempt without it). ConfigError names the
+        variable."""
+        queue = optional(env, contract.DEAD_LETTER_QUEUE)
+        if queue is not None:
+            parse_queue_path(contract.DEAD_LETTER_QUEUE.name, queue)
+        raw = optional(env, contract.QUEUE_RETRY_CONFIG)
+        if raw is None:
+            if queue is not None and retry_required:
+                raise ConfigError(
+                    f"{contract.DEAD_LETTER_QUEUE.name} is set but "
+                    f"{contract.QUEUE_RETRY_CONFIG.name} is not: the queue's retry config "
+                    '(JSON, e.g. {"maxAttempts": 10, "minBackoff": "1s"}) is needed to tell '
+                    "the last attempt"
+                )
+            return cls(queue=queue)
+        return cls(queue=queue, retry=parse_retry_config(raw))
+
+
+def parse_retry_config(raw: str) -> RetryConfig:
+    """QUEUE_RETRY_CONFIG's JSON -> the config; ConfigError naming the variable."""
+    name = contract.QUEUE_RETRY_CONFIG.name
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{name}={raw!r} is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{name}={raw!r} must be a JSON object such as {{"maxAttempts": 10}}')
+    try:
+        return RetryConfig.from_api(data)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
 
 
 def iso(seconds: float) -> str:

@@ -24,7 +24,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -44,10 +43,10 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFProtect
 from service_common import contract
-from service_common.config import ConfigError, optional, parse_queue_path
 from service_common.dead_letter import (
     EARLIER_ATTEMPTS_HEADER,
     TASK_ID,
+    DeadLetterConfig,
     DeadLetterRecord,
     earlier_attempts,
     first_schedule_header,
@@ -55,7 +54,6 @@ from service_common.dead_letter import (
     parse_iso,
     replay_id,
 )
-from service_common.queue_spec import RetryConfig
 from service_common.web import json_error
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -101,32 +99,6 @@ class ReplayNotFinished(Exception):
 
 
 @dataclass(frozen=True)
-class DeadLetterSettings:
-    queue: str | None
-    """DEAD_LETTER_QUEUE; None: the page shows no dead letters and says why."""
-    retry: RetryConfig | None
-    """QUEUE_RETRY_CONFIG: each live task's plan; None shows none."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeadLetterSettings:
-        env = os.environ if environ is None else environ
-        queue = optional(env, contract.DEAD_LETTER_QUEUE)
-        if queue is not None:
-            parse_queue_path(contract.DEAD_LETTER_QUEUE.name, queue)
-        raw = optional(env, contract.QUEUE_RETRY_CONFIG)
-        retry = None
-        if raw is not None:
-            try:
-                data = json.loads(raw)
-                if not isinstance(data, dict):
-                    raise ValueError('must be a JSON object such as {"maxAttempts": 10}')
-                retry = RetryConfig.from_api(data)
-            except ValueError as error:
-                raise ConfigError(f"{contract.QUEUE_RETRY_CONFIG.name}={raw!r}: {error}") from None
-        return cls(queue=queue, retry=retry)
-
-
-@dataclass(frozen=True)
 class ReplayOutcome:
     replayed_as: str
     already: bool
@@ -138,7 +110,7 @@ class DeadLetterStore:
 
     def __init__(
         self,
-        settings: DeadLetterSettings,
+        settings: DeadLetterConfig,
         app_settings: TaskAppSettings,
         session: Any = None,
         credentials: Credentials | None = None,
@@ -404,13 +376,10 @@ def init_app(
     credentials: Credentials | None = None,
     dead_letters: DeadLetterStore | None = None,
 ) -> None:
-    """Attach the dead letters (their queue and the retry config from the environment by
-    default) and their routes."""
+    """Attach the dead letters (from the task-app's settings by default) and their routes."""
     if dead_letters is None:
         settings: TaskAppSettings = app.extensions["task_app.settings"]
-        dead_letters = DeadLetterStore(
-            DeadLetterSettings.from_env(), settings, credentials=credentials
-        )
+        dead_letters = DeadLetterStore(settings.dead_letters, settings, credentials=credentials)
     app.extensions["task_app.dead_letters"] = dead_letters
     csrf.exempt(api)  # JSON only, see the module docstring
     app.register_blueprint(api)

@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service_common import contract
 from service_common.config import (
@@ -18,6 +18,7 @@ from service_common.config import (
     parse_queue_path,
     required,
 )
+from service_common.dead_letter import DeadLetterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class TaskAppSettings:
     # The Cloud Tasks API's base URL; None: Google's.
     api_endpoint: str | None
     api_timeout_seconds: float
+    # The dead letters the page lists, and the queue's retry config for each task's plan.
+    dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
 
     @property
     def worker_tasks_url(self) -> str:
@@ -82,6 +85,7 @@ class TaskAppSettings:
             api_timeout_seconds=bounded_float(
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
+            dead_letters=DeadLetterConfig.from_env(env, retry_required=False),
         )
 
 

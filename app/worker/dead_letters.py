@@ -22,9 +22,7 @@ actAs); its target is the worker's own /tasks.
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -33,7 +31,6 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from service_common import contract
-from service_common.config import ConfigError, bounded_float, http_url, optional, parse_queue_path
 from service_common.dead_letter import (
     BASIS_ESTIMATED,
     BASIS_OBSERVED,
@@ -50,7 +47,7 @@ from service_common.queue_spec import Judgement, RetryConfig
 from service_common.web import json_error
 from werkzeug.datastructures import Headers
 
-from worker.settings import audience_list
+from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -73,49 +70,14 @@ class DeadLetterSettings:
     """The worker's base URL for the dead letter's target (OIDC_AUDIENCE's first when set)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeadLetterSettings:
-        """Read and check the settings; a ConfigError names the bad variable."""
-        env = os.environ if environ is None else environ
-        queue = optional(env, contract.DEAD_LETTER_QUEUE)
-        if queue is not None:
-            parse_queue_path(contract.DEAD_LETTER_QUEUE.name, queue)
-        raw_retry = optional(env, contract.QUEUE_RETRY_CONFIG)
-        retry = None
-        if raw_retry is not None:
-            retry = parse_retry_config(raw_retry)
-        elif queue is not None:
-            raise ConfigError(
-                f"{contract.DEAD_LETTER_QUEUE.name} is set but "
-                f"{contract.QUEUE_RETRY_CONFIG.name} is not: the worker needs the queue's "
-                'retry config (JSON, e.g. {"maxAttempts": 10, "minBackoff": "1s"}) to tell '
-                "the last attempt"
-            )
-        endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT) or GOOGLE_API_ENDPOINT
-        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
+    def from_worker(cls, settings: WorkerSettings) -> DeadLetterSettings:
         return cls(
-            queue=queue,
-            retry=retry,
-            api_endpoint=http_url(contract.CLOUD_TASKS_API_ENDPOINT.name, endpoint),
-            timeout_seconds=bounded_float(
-                env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
-            ),
-            target_base_url=audiences[0] if audiences else None,
+            queue=settings.dead_letters.queue,
+            retry=settings.dead_letters.retry,
+            api_endpoint=(settings.api_endpoint or GOOGLE_API_ENDPOINT).rstrip("/"),
+            timeout_seconds=settings.api_timeout_seconds,
+            target_base_url=settings.oidc_audiences[0] if settings.oidc_audiences else None,
         )
-
-
-def parse_retry_config(raw: str) -> RetryConfig:
-    """QUEUE_RETRY_CONFIG's JSON -> the config; ConfigError naming the variable."""
-    name = contract.QUEUE_RETRY_CONFIG.name
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{name}={raw!r} is not JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f'{name}={raw!r} must be a JSON object such as {{"maxAttempts": 10}}')
-    try:
-        return RetryConfig.from_api(data)
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -232,9 +194,10 @@ def _api_error(response: Any) -> tuple[str, str]:
 
 
 def init_app(app: Flask, dead_letters: DeadLetters | None = None) -> DeadLetters:
-    """Attach the dead-letter path to the worker (from the environment by default)."""
+    """Attach the dead-letter path to the worker (from its settings by default)."""
     if dead_letters is None:
-        dead_letters = DeadLetters(DeadLetterSettings.from_env())
+        settings: WorkerSettings = app.extensions["worker.settings"]
+        dead_letters = DeadLetters(DeadLetterSettings.from_worker(settings))
     app.extensions["worker.dead_letters"] = dead_letters
 
     @app.before_request

@@ -5,11 +5,19 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from service_common import contract
-from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
+from service_common.config import (
+    ConfigError,
+    bounded_float,
+    bounded_int,
+    http_url,
+    max_work_seconds,
+    optional,
+)
+from service_common.dead_letter import DeadLetterConfig
 from service_common.logs import project_id_for_traces
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -27,6 +35,11 @@ class WorkerSettings:
     dispatch_deadline_seconds: int
     # The project the log lines' trace ids belong to; None: traces are not linked.
     project: str | None = None
+    # Where a task given up on is parked, and the queue's retry config to tell when.
+    dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+    # The Cloud Tasks REST API's base URL (for parking); None: Google's.
+    api_endpoint: str | None = None
+    api_timeout_seconds: float = 10.0
 
     @property
     def verify_tokens(self) -> bool:
@@ -50,6 +63,7 @@ class WorkerSettings:
                 "https://worker-123456789012.europe-west1.run.app; several, comma-separated)"
             )
         certs_url = optional(env, contract.OIDC_CERTS_URL) or GOOGLE_CERTS_URL
+        endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT)
         return cls(
             oidc_caller_email=caller,
             oidc_audiences=audiences,
@@ -62,6 +76,13 @@ class WorkerSettings:
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
             project=project_id_for_traces(env),
+            dead_letters=DeadLetterConfig.from_env(env, retry_required=True),
+            api_endpoint=(
+                http_url(contract.CLOUD_TASKS_API_ENDPOINT.name, endpoint) if endpoint else None
+            ),
+            api_timeout_seconds=bounded_float(
+                env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
+            ),
         )
 
 

@@ -95,14 +95,14 @@ def anonymous(app: Flask, key: str, make: Any) -> None:
 @pytest.fixture
 def task_app(env: Local) -> Iterator[Flask]:
     from task_app import create_app
-    from task_app.dead_letters import DeadLetterSettings, DeadLetterStore
+    from task_app.dead_letters import DeadLetterStore
 
     app = create_app(config={"TESTING": True}, credentials=AnonymousCredentials())
     settings = app.extensions["task_app.settings"]
     anonymous(
         app,
         "task_app.dead_letters",
-        lambda session: DeadLetterStore(DeadLetterSettings.from_env(), settings, session),
+        lambda session: DeadLetterStore(settings.dead_letters, settings, session),
     )
     yield app
     app.extensions["task_app.cloud_tasks"].close()
@@ -126,7 +126,9 @@ def park(env: Local, monkeypatch: pytest.MonkeyPatch) -> Any:
     anonymous(
         worker,
         "worker.dead_letters",
-        lambda session: DeadLetters(DeadLetterSettings.from_env(), session),
+        lambda session: DeadLetters(
+            DeadLetterSettings.from_worker(worker.extensions["worker.settings"]), session
+        ),
     )
     client = worker.test_client()
 
@@ -309,3 +311,22 @@ def test_each_live_task_has_its_retry_plan(client: FlaskClient) -> None:
     assert [point["x"] for point in plan["timeline"]] == [0, pytest.approx(1 / 3, abs=1e-3), 1]
     assert [point["number"] for point in plan["timeline"]] == [1, 2, 3]
     assert plan["given_up_at"] == plan["timeline"][-1]["at"]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DEAD_LETTER_QUEUE": "jobs-dead"}, "DEAD_LETTER_QUEUE"),
+        ({"QUEUE_RETRY_CONFIG": "[1]"}, "must be a JSON object"),
+        ({"QUEUE_RETRY_CONFIG": '{"maxBackoff": "soon"}'}, "retryConfig.maxBackoff"),
+    ],
+)
+def test_the_task_apps_bad_dead_letter_settings_are_refused(
+    env: dict[str, str], named: str
+) -> None:
+    from service_common.config import ConfigError
+    from task_app.settings import TaskAppSettings
+
+    base = {"QUEUE": JOBS, "WORKER_URL": WORKER_URL, "SECRET_KEY": "k"}
+    with pytest.raises(ConfigError, match=named):
+        TaskAppSettings.from_env({**base, **env})

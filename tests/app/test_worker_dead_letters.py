@@ -56,18 +56,22 @@ def session() -> FakeSession:
 
 
 @pytest.fixture
-def make_worker(
-    worker_settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch, session: FakeSession
-) -> Callable[..., FlaskClient]:
+def make_worker(session: FakeSession) -> Callable[..., FlaskClient]:
     def make(retry: dict[str, Any] | None = None) -> FlaskClient:
         from worker import create_app
 
-        monkeypatch.setenv("DEAD_LETTER_QUEUE", DEAD_QUEUE)
-        monkeypatch.setenv("QUEUE_RETRY_CONFIG", json.dumps(retry or RETRY))
-        monkeypatch.setenv("CLOUD_TASKS_API_ENDPOINT", ENDPOINT)
-        app = create_app(worker_settings)
+        settings = WorkerSettings.from_env(
+            {
+                "DISPATCH_DEADLINE_SECONDS": "15",
+                "GOOGLE_CLOUD_PROJECT": "demo-project",
+                "DEAD_LETTER_QUEUE": DEAD_QUEUE,
+                "QUEUE_RETRY_CONFIG": json.dumps(retry or RETRY),
+                "CLOUD_TASKS_API_ENDPOINT": ENDPOINT,
+            }
+        )
+        app = create_app(settings)
         app.extensions["worker.dead_letters"] = DeadLetters(
-            DeadLetterSettings.from_env(), session=session
+            DeadLetterSettings.from_worker(settings), session=session
         )
         return app.test_client()
 
@@ -212,7 +216,7 @@ def test_without_a_dead_letter_queue_the_worker_answers_as_before(
 )
 def test_bad_settings_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        DeadLetterSettings.from_env(env)
+        WorkerSettings.from_env(env)
 
 
 def test_a_replayed_task_counts_its_earlier_attempts(
