@@ -19,7 +19,7 @@ from tasks_emulator.iam import roles
 
 from local_stack.plan import task_app_service_account
 from tests.e2e.harness import System, unique_id
-from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium  # noqa: F401 (a fixture)
+from tests.e2e.test_e2e_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
