@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service_common.queue_spec import TASK_RETENTION_SECONDS, RetryConfig
+from service_common.queue_spec import RetryConfig, describe_plan
 
 from policy import stack_rules
+from stack_review import permissions
 from stack_review.runner import RecordedCall, RecordedResource, StackRun, run_stack, stack_name
-from stack_settings import PROJECT_DIR, stack_files
+from stack_settings import PROJECT_DIR, stack_files, validate_config
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 
@@ -98,6 +99,7 @@ def render(run: StackRun) -> str:
         "",
     ]
     lines += _access_section(run, references)
+    lines += _permissions_section(run)
     lines += _queues_section(run)
     lines += _policy_section(run)
     lines += _resources_section(run, project, references)
@@ -194,8 +196,37 @@ def _ingress(value: Any) -> str:
     }.get(str(value), f"{value} (unset: all)" if value is None else str(value))
 
 
-# Attempts a retry plan line shows in full; a longer plan shows its first and last ones.
-PLAN_HEAD, PLAN_TAIL = 8, 2
+def _permissions_section(run: StackRun) -> list[str]:
+    """Every call of the permission map, the permission it needs on which resource and the
+    grant that holds it; then what is missing or surplus (nothing, in a good stack)."""
+    settings = validate_config(run.config, source=f"stack {run.stack}")
+    needed = permissions.needs(settings)
+    grants = permissions.declared_grants(run)
+    roles = permissions.role_permissions()
+    report = permissions.check(needed, grants)
+    lines = [
+        "## Permission map (stack_review/data/permission_map.json)",
+        "",
+        "Each call the system makes, the permission it needs, and the grant holding it there:",
+    ]
+    for need in needed:
+        held = sorted(
+            g.role
+            for g in grants
+            if (g.kind, g.name, g.member) == (need.kind, need.name, need.member)
+            and need.permission in roles.get(g.role, frozenset())
+        )
+        lines.append(f"  {need.what}")
+        lines.append(
+            f"      {need.permission} on {need.kind} {need.name} for {need.member}: "
+            f"{', '.join(held) or 'MISSING'}"
+        )
+    lines.append("")
+    problems = report.problems()
+    lines.append(f"Missing or surplus: {len(problems) or 'none'}")
+    lines += [f"  {problem}" for problem in problems]
+    lines.append("")
+    return lines
 
 
 def _queues_section(run: StackRun) -> list[str]:
@@ -220,42 +251,6 @@ def _queues_section(run: StackRun) -> list[str]:
         lines.append(f"      {describe_plan(RetryConfig.from_api(retry))}")
     lines.append("")
     return lines
-
-
-def describe_plan(config: RetryConfig) -> str:
-    """'attempt 1 at 0 s, 2 at 1 s, ... given up after 10 attempts, 1 min 30 s after the
-    first', eliding the middle of a long plan."""
-    plan = config.plan()
-    attempts = list(plan.attempts)
-    shown = [f"{a.number} at {format_seconds(a.at)}" for a in attempts]
-    if len(shown) > PLAN_HEAD + PLAN_TAIL + 1:
-        shown = [*shown[:PLAN_HEAD], "...", *shown[-PLAN_TAIL:]]
-    text = "attempt " + ", ".join(shown)
-    never = not config.gives_up(2**62, float(TASK_RETENTION_SECONDS))
-    if plan.truncated and not never:
-        return f"{text}, ... (more than {len(attempts)} attempts)"
-    if plan.given_up_after is None:
-        return f"{text}, ... never given up: retried until the task's retention ends"
-    if plan.given_up_after == 1:
-        return f"{text}; given up after 1 attempt"
-    at = plan.given_up_at or 0.0
-    return (
-        f"{text}; given up after {plan.given_up_after} attempts, "
-        f"{format_seconds(at)} after the first"
-    )
-
-
-def format_seconds(seconds: float) -> str:
-    """0 -> '0 s', 90 -> '1 min 30 s', 0.1 -> '0.1 s', 86700 -> '1 d 5 min'."""
-    if seconds < 60:
-        return f"{round(seconds, 3):g} s"
-    total = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        amount, total = divmod(total, size)
-        if amount:
-            parts.append(f"{amount} {unit}")
-    return " ".join(parts)
 
 
 def _ctx(run: StackRun) -> stack_rules.RuleContext:

@@ -157,7 +157,7 @@ def names(settings: StackSettings) -> dict[str, str]:
 
 
 def needs(settings: StackSettings, calls: Sequence[Mapping[str, Any]] | None = None) -> list[Need]:
-    """Every permission the system needs in this stack, from the map."""
+    """Every permission the system needs in this stack, from the map, in its order."""
     values = names(settings)
     found = []
     for call in permission_map()["calls"] if calls is None else calls:
@@ -172,7 +172,7 @@ def needs(settings: StackSettings, calls: Sequence[Mapping[str, Any]] | None = N
                     what=str(call["what"]),
                 )
             )
-    return sorted(set(found))
+    return list(dict.fromkeys(found))
 
 
 def declared_grants(run: StackRun) -> list[HeldGrant]:

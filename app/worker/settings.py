@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from service_common import contract
 from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
+from service_common.logs import project_id_for_traces
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
@@ -24,6 +25,8 @@ class WorkerSettings:
     oidc_audiences: tuple[str, ...]
     oidc_certs_url: str
     dispatch_deadline_seconds: int
+    # The project the log lines' trace ids belong to; None: traces are not linked.
+    project: str | None = None
 
     @property
     def verify_tokens(self) -> bool:
@@ -58,6 +61,7 @@ class WorkerSettings:
                 minimum=contract.MIN_DISPATCH_DEADLINE_SECONDS,
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
+            project=project_id_for_traces(env),
         )
 
 

@@ -87,6 +87,13 @@ def test_registry_is_a_docker_repository_with_cleanup(
     )
     assert policies["delete-old"]["action"] == "DELETE"
     assert policies["delete-old"]["condition"]["olderThan"] == "2592000s"
+    # Images another environment runs by digest are tagged prod-* and kept whatever
+    # their age (a version matching a KEEP and a DELETE rule is kept).
+    assert policies["keep-promoted"]["action"] == "KEEP"
+    assert policies["keep-promoted"]["condition"] == {
+        "tagState": "TAGGED",
+        "tagPrefixes": ["prod-"],
+    }
 
 
 @pytest.mark.parametrize(

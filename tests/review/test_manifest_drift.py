@@ -135,3 +135,30 @@ def test_unknown_stack_is_refused_naming_the_choices(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "'staging'" in err
     assert all(repr(stack) in err for stack in STACKS)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_manifest_shows_the_keep_rule_for_promoted_images(stack: str) -> None:
+    """dev's cleanup cannot delete what prod runs: the reviewed manifest shows a KEEP rule
+    for tagged versions whose tag starts with the promotion prefix."""
+    lines = [line.strip() for line in generated(stack).splitlines()]
+    [index] = [i for i, line in enumerate(lines) if line.endswith(".id = keep-promoted")]
+    rule = lines[index].split(".id = ")[0]
+    assert f"{rule}.action = KEEP" in lines
+    assert f"{rule}.condition.tagState = TAGGED" in lines
+    assert f"{rule}.condition.tagPrefixes[0] = prod-" in lines
+
+
+def test_the_manifest_shows_a_missing_grant_of_the_permission_map() -> None:
+    """A reviewer sees the permission map's verdict: with the task-app's list grant gone,
+    the call reads MISSING and the count says so."""
+    run = run_stack("Pulumi.dev.yaml")
+    assert "Missing or surplus: none" in render(run)
+    without = dataclasses.replace(
+        run, resources=[r for r in run.resources if r.name != "jobs-viewer-task-app"]
+    )
+    text = render(without)
+    assert "cloudtasks.tasks.list on queue jobs for serviceAccount:task-app@" in text
+    assert "Missing or surplus: 1" in text
+    listed = [line for line in text.splitlines() if "cloudtasks.tasks.list on queue jobs " in line]
+    assert listed[0].endswith(": MISSING")

@@ -7,10 +7,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from service_common.queue_spec import RetryConfig
+from service_common.queue_spec import RetryConfig, describe_plan, format_seconds
 
 from stack_review import run_stack
-from stack_review.manifest import committed_stacks, describe_plan, format_seconds, render
+from stack_review.manifest import committed_stacks, render
 from stack_settings import load_stack_file
 
 
