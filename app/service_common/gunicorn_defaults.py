@@ -15,6 +15,9 @@ from typing import Any
 from service_common import contract
 from service_common.config import bounded_int
 
+# gthread, but no request thread waits for an idle or slow client (see gunicorn_worker).
+WORKER_CLASS = "service_common.gunicorn_worker.BoundedThreadWorker"
+
 # Under Cloud Run's ~10 s between SIGTERM and SIGKILL, with room for the exit itself.
 GRACEFUL_TIMEOUT_SECONDS = 8
 

@@ -23,7 +23,7 @@ except ConfigError as error:
 bind = defaults.bind_address()
 # One process, many threads: one Cloud Tasks client (gRPC channel) per instance.
 workers = 1
-worker_class = "gthread"
+worker_class = defaults.WORKER_CLASS
 threads = defaults.thread_count()
 graceful_timeout = defaults.GRACEFUL_TIMEOUT_SECONDS
 # gunicorn's control socket would need a writable home; nothing here uses it.
