@@ -1,7 +1,9 @@
 """Service figures: cold start of each service under gunicorn (process start to the first
-200 from /healthz), and task-app's POST /tasks latency against the in-process fake Cloud
+200 from /healthz), task-app's POST /tasks latency against the in-process fake Cloud
 Tasks endpoint used by the tests (so the figure is task-app's own cost plus one local gRPC
-round trip, not Google's).
+round trip, not Google's), and how long /healthz takes to answer while idle or slow
+clients hold connections, with stock gthread (as gunicorn ships it, and with a short
+keep-alive and timeout) beside the services' own worker class.
 
 Everything binds to 127.0.0.1 on free ports and stops by itself.
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from tests.app.fake_cloud_tasks import FakeCloudTasks
+from tests.app.robustness.socket_attacks import attacking, healthz_seconds, running
 
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -146,6 +149,50 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+# (label, GUNICORN_CMD_ARGS): what each column runs; the services' own config is the last.
+SERVERS = (
+    ("stock gthread", "-k gthread"),
+    ("gthread keepalive 1 timeout 5", "-k gthread --keep-alive 1 --timeout 5"),
+    ("bounded gthread (ours)", ""),
+)
+# (label, kind of client, connections held)
+HOSTILE = (
+    ("8 idle", "idle", 8),
+    ("200 idle", "idle", 200),
+    ("8 slow-loris (head)", "slow-head", 8),
+    ("8 slow body", "slow-body", 8),
+)
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+def _hostile_figures(package: str, env: dict[str, str]) -> dict[tuple[str, str], float]:
+    """Seconds /healthz took on a new connection right after each kind of client connected
+    (8 request threads; PROBE_TIMEOUT_SECONDS means no answer in that time)."""
+    figures = {}
+    for server, arguments in SERVERS:
+        with running(package, {**env, "GUNICORN_THREADS": "8"}, arguments) as service:
+            for label, kind, count in HOSTILE:
+                with attacking(service.port, kind, count):
+                    figures[(server, label)] = healthz_seconds(
+                        service.port, timeout=PROBE_TIMEOUT_SECONDS
+                    )
+                # Let the server drop what the attack left before the next one.
+                time.sleep(1.0)
+    return figures
+
+
+def _print_hostile(name: str, figures: dict[tuple[str, str], float]) -> None:
+    width = max(len(server) for server, _ in SERVERS) + 2
+    print(f"  {name:24s}" + "".join(f"{server:>{width}s}" for server, _ in SERVERS))
+    for label, _, _ in HOSTILE:
+        cells = []
+        for server, _ in SERVERS:
+            seconds = figures[(server, label)]
+            text = f"> {seconds:.0f} s" if seconds >= PROBE_TIMEOUT_SECONDS else _ms(seconds)
+            cells.append(f"{text:>{width}s}")
+        print(f"    {label:22s}" + "".join(cells))
+
+
 def main() -> None:
     fake = FakeCloudTasks()
     address = fake.start()
@@ -192,6 +239,16 @@ def main() -> None:
             f"max {_ms(max(latencies))}, non-201 answers: {failures}, "
             f"tasks created: {len(fake.tasks)}"
         )
+
+        print(
+            "time to a 200 from /healthz while hostile clients hold connections "
+            "(8 request threads; one probe each, noisy on a shared machine):"
+        )
+        for name, package, extra in (
+            ("worker", "worker", worker_env),
+            ("task-app", "task_app", task_app_env),
+        ):
+            _print_hostile(name, _hostile_figures(package, extra))
     finally:
         fake.stop()
 
