@@ -22,6 +22,7 @@ from components import (
     ImageRegistryArgs,
     ProjectApis,
     ProjectApisArgs,
+    QueueGrant,
     SecretEnv,
     ServiceIdentity,
     ServiceIdentityArgs,
@@ -31,6 +32,7 @@ from components import (
     TaskQueueArgs,
 )
 from components.image import RegistryLogin
+from components.service import deterministic_url
 from stack_settings import SettingsError, StackSettings, validate_config
 
 RUN_API = "run.googleapis.com"
@@ -135,11 +137,63 @@ queue = TaskQueue(
         location=region,
         queue_name=settings.queue_name,
         spec=settings.queue_spec(),
-        enqueuers={"task-app": task_app_identity.member},
+        grants={
+            "task-app": [
+                # CreateTask (POST /tasks).
+                QueueGrant("roles/cloudtasks.enqueuer", task_app_identity.member),
+                # ListTasks (the page and GET /api/tasks) needs cloudtasks.tasks.list. Of
+                # Google's predefined roles only viewer, editor and admin hold it; viewer is
+                # the smallest (it reads the queue and its tasks and changes nothing).
+                QueueGrant("roles/cloudtasks.viewer", task_app_identity.member),
+            ]
+        },
         deletion_protection=settings.deletion_protection,
         requires=apis.require(TASKS_API),
     ),
 )
+
+# The dead-letter queue: PAUSED, so Cloud Tasks keeps its tasks and never dispatches them.
+# The worker parks a task there before answering its last failed attempt; the task-app
+# lists the dead letters (with their bodies), replays one as a new task on the queue above
+# and deletes it. Grants on this queue alone, each the smallest predefined role holding the
+# permission (see stack_review/data/permission_map.json).
+dead_letters = TaskQueue(
+    settings.dead_letter_queue_name,
+    TaskQueueArgs(
+        project=project,
+        location=region,
+        queue_name=settings.dead_letter_queue_name,
+        # Its tasks are never dispatched; the same settings keep a resumed queue as gentle
+        # with the worker as the live one.
+        spec=settings.queue_spec(),
+        desired_state="PAUSED",
+        grants={
+            # CreateTask: cloudtasks.tasks.create. A parked task carries no OIDC token (its
+            # queue never dispatches), so the worker needs no actAs.
+            "worker": [QueueGrant("roles/cloudtasks.enqueuer", worker_identity.member)],
+            "task-app": [
+                # ListTasks: cloudtasks.tasks.list (viewer is the smallest role holding it).
+                QueueGrant("roles/cloudtasks.viewer", task_app_identity.member),
+                # The FULL view (a dead letter's body is what it tells and what a replay
+                # sends) needs cloudtasks.tasks.fullView: held by enqueuer and taskRunner
+                # alone among the small roles; enqueuer's other permission only adds tasks
+                # to a paused queue, taskRunner's would dispatch them.
+                QueueGrant("roles/cloudtasks.enqueuer", task_app_identity.member),
+                # DeleteTask (Discard, and the end of a Replay): cloudtasks.tasks.delete.
+                QueueGrant("roles/cloudtasks.taskDeleter", task_app_identity.member),
+            ],
+        },
+        deletion_protection=settings.deletion_protection,
+        requires=apis.require(TASKS_API),
+    ),
+)
+retry_config = settings.retry_config_json()
+
+# The audience of every task's token, and the one the worker accepts: the worker's
+# deterministic URL (from its name and the project's number), known before the worker
+# exists, so the worker can be told its own audience with no dependency cycle.
+project_number = gcp.organizations.get_project_output(project_id=project).number
+worker_audience = deterministic_url(settings.worker_name, project_number, region)
 
 # ---- services --------------------------------------------------------------------------
 deadline = str(settings.dispatch_deadline_seconds)
@@ -154,8 +208,12 @@ worker = CloudRunService(
         env={
             # The worker verifies that each task's token was minted for this account.
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.OIDC_AUDIENCE.name: worker_audience,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
+            # The last-attempt judgement, and where a task given up on is parked.
+            contract.QUEUE_RETRY_CONFIG.name: retry_config,
+            contract.DEAD_LETTER_QUEUE.name: dead_letters.queue_id,
         },
         concurrency=REQUEST_THREADS,
         cpu=settings.worker_cpu,
@@ -195,10 +253,16 @@ task_app = CloudRunService(
             contract.QUEUE.name: queue.queue_id,
             contract.WORKER_URL.name: worker.uri,
             contract.OIDC_SERVICE_ACCOUNT.name: task_app_identity.email,
+            contract.OIDC_AUDIENCE.name: worker_audience,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.GUNICORN_THREADS.name: str(REQUEST_THREADS),
+            # Each task's retry plan on the page; the dead letters it lists and replays.
+            contract.QUEUE_RETRY_CONFIG.name: retry_config,
+            contract.DEAD_LETTER_QUEUE.name: dead_letters.queue_id,
         },
         concurrency=REQUEST_THREADS,
+        cpu=settings.task_app_cpu,
+        memory=settings.task_app_memory,
         secret_env={
             contract.SECRET_KEY.name: SecretEnv(
                 secret=session_key.secret_id, version=session_key.version
@@ -216,7 +280,9 @@ task_app = CloudRunService(
 
 pulumi.export("taskAppUrl", task_app.uri)
 pulumi.export("workerUrl", worker.uri)
+pulumi.export("workerAudience", worker_audience)
 pulumi.export("queueId", queue.queue_id)
+pulumi.export("deadLetterQueueId", dead_letters.queue_id)
 pulumi.export("taskAppServiceAccount", task_app_identity.email)
 pulumi.export("workerServiceAccount", worker_identity.email)
 pulumi.export("taskAppImage", images["task-app"].ref)

@@ -14,10 +14,13 @@ the key, the value given and what is allowed, before anything is declared.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,9 +48,57 @@ PROJECT = "cloud-run-tasks"
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
-# Cloud Run's CPU choices and the least memory each needs.
-CPU_MIN_MEMORY_MIB = {1: 128, 2: 128, 4: 2048, 6: 4096, 8: 4096}
-MAX_MEMORY_MIB = 32 * 1024
+# ---- Cloud Run's limits on an instance's CPUs and memory ---------------------------------
+# Data with its source (components/data/cloud_run_limits.json), read here for the settings'
+# checks and by the Cloud Run component.
+CLOUD_RUN_LIMITS = PROJECT_DIR / "components" / "data" / "cloud_run_limits.json"
+
+
+@dataclass(frozen=True)
+class MemoryRange:
+    min_mib: int
+    max_mib: int
+
+
+@cache
+def memory_by_cpu() -> dict[int, MemoryRange]:
+    """CPU count -> the memory an instance with that many CPUs may have."""
+    table = json.loads(CLOUD_RUN_LIMITS.read_text("utf-8"))["memory_mib_by_cpu"]
+    return {int(cpu): MemoryRange(v["min"], v["max"]) for cpu, v in table.items()}
+
+
+def cloud_run_limits_source() -> str:
+    return str(json.loads(CLOUD_RUN_LIMITS.read_text("utf-8"))["source"])
+
+
+def show_mib(mib: int) -> str:
+    """4096 -> '4Gi', 512 -> '512Mi'."""
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def memory_problem(cpu: int, memory_mib: int) -> str | None:
+    """Why ``memory_mib`` does not fit ``cpu`` CPUs on Cloud Run (None when it does), with
+    what to set instead."""
+    limits = memory_by_cpu()
+    if cpu not in limits:
+        return f"{cpu} CPUs is not a Cloud Run choice ({', '.join(map(str, sorted(limits)))})"
+    allowed = limits[cpu]
+    if memory_mib > allowed.max_mib:
+        enough = [c for c, r in sorted(limits.items()) if r.max_mib >= memory_mib]
+        more = f"{enough[0]} CPUs or more, or " if enough else ""
+        return (
+            f"{cpu} CPU{'s allow' if cpu > 1 else ' allows'} at most "
+            f"{show_mib(allowed.max_mib)} on Cloud Run; give it {more}at most "
+            f"{show_mib(allowed.max_mib)} of memory"
+        )
+    if memory_mib < allowed.min_mib:
+        return f"{cpu} CPUs need at least {show_mib(allowed.min_mib)} on Cloud Run"
+    return None
+
+
+MEMORY_BY_CPU = memory_by_cpu()
+MAX_MEMORY_MIB = max(limit.max_mib for limit in MEMORY_BY_CPU.values())
+DEAD_LETTER_SUFFIX = "-dead"
 
 _DURATION = re.compile(r"^(\d+)(?:\.(\d{1,9}))?s$")
 _MEMORY = re.compile(r"^([1-9]\d*)(Mi|Gi)$")
@@ -79,15 +130,39 @@ def _parse_rate(value: Any) -> float:
     return rate
 
 
+# Zero values the provider never sends to the API (it omits a zero as unset), so that the
+# cloud's queue silently gets the API's default where the local emulator would take 0:
+# refused, with what to write instead.
+# https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#RetryConfig
+NEVER_SENT_ZERO = {
+    "max_attempts": "the provider never sends 0, so Cloud Tasks would apply its default "
+    "(100 attempts); write 1 for a single attempt with no retry, or -1 for unlimited",
+    "max_doublings": "the provider never sends 0, so Cloud Tasks would apply its default "
+    "(16 doublings); write 1 (the wait doubles once, then grows linearly), or set "
+    "maxBackoff equal to minBackoff for a constant wait",
+    "logging_sampling_ratio": "the provider never sends 0, so the queue would keep "
+    'whatever logging the API applies; write "" (empty) to leave queue logging off',
+}
+
+
+def _not_zero(field: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value is not None and value == 0:
+            raise ValueError(NEVER_SENT_ZERO[field])
+        return value
+
+    return AfterValidator(check)
+
+
 def _parse_ratio(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
         ratio = float(value)
     except (TypeError, ValueError):
-        raise ValueError("must be empty (logging off) or a number from 0.0 to 1.0") from None
+        raise ValueError("must be empty (logging off) or a number above 0.0, at most 1.0") from None
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError("must be empty (logging off) or a number from 0.0 to 1.0")
+        raise ValueError("must be empty (logging off) or a number above 0.0, at most 1.0")
     return ratio
 
 
@@ -106,7 +181,7 @@ def _check_memory(value: str) -> str:
     if not match:
         raise ValueError("must be a whole amount in Mi or Gi such as 512Mi or 2Gi")
     if _memory_mib(value) > MAX_MEMORY_MIB:
-        raise ValueError("must be at most 32Gi")
+        raise ValueError(f"must be at most {show_mib(MAX_MEMORY_MIB)}")
     return value
 
 
@@ -149,7 +224,7 @@ def _name_pattern(pattern: str, allowed: str) -> AfterValidator:
 
 Duration = Annotated[Decimal, BeforeValidator(_parse_duration)]
 Rate = Annotated[float, BeforeValidator(_parse_rate)]
-Ratio = Annotated[float | None, BeforeValidator(_parse_ratio)]
+Ratio = Annotated[float | None, BeforeValidator(_parse_ratio), _not_zero("logging_sampling_ratio")]
 Deadline = Annotated[Decimal, BeforeValidator(_parse_duration), AfterValidator(_check_deadline)]
 ServiceName = Annotated[
     str,
@@ -184,7 +259,12 @@ class StackSettings(BaseModel):
     ]
     keep_image_versions: Annotated[int, _whole_range(1, 1000)]
     queue_name: Annotated[
-        str, _name_pattern(r"^[A-Za-z0-9-]{1,100}$", "1-100 letters, digits or hyphens")
+        str,
+        _name_pattern(
+            r"^[A-Za-z0-9-]{1,95}$",
+            "1-95 letters, digits or hyphens (the dead-letter queue is <name>-dead, and "
+            "Cloud Tasks allows 100)",
+        ),
     ]
     task_app_name: ServiceName
     worker_name: ServiceName
@@ -192,15 +272,19 @@ class StackSettings(BaseModel):
     max_concurrent_dispatches: Annotated[
         int, _whole_range(1, MAX_CONCURRENT_DISPATCHES, " (Cloud Tasks' limit)")
     ]
-    max_attempts: Annotated[int, _whole_range(-1, note=" (-1 = unlimited)")]
+    max_attempts: Annotated[
+        int, _whole_range(-1, note=" (-1 = unlimited)"), _not_zero("max_attempts")
+    ]
     min_backoff: Duration
     max_backoff: Duration
-    max_doublings: Annotated[int, _whole_range(0)]
+    max_doublings: Annotated[int, _not_zero("max_doublings"), _whole_range(1)]
     max_retry_duration: Duration
     logging_sampling_ratio: Ratio
     worker_timeout: Deadline
     worker_cpu: int
     worker_memory: Annotated[str, AfterValidator(_check_memory)]
+    task_app_cpu: int
+    task_app_memory: Annotated[str, AfterValidator(_check_memory)]
     worker_min_instances: Annotated[int, _whole_range(0, 1000)]
     worker_max_instances: Annotated[int, _whole_range(1, 1000)]
     task_app_max_instances: Annotated[int, _whole_range(1, 1000)]
@@ -218,6 +302,23 @@ class StackSettings(BaseModel):
     @property
     def queue_id(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.queue_name}"
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        """The paused queue that keeps the tasks given up on: never dispatched, so its
+        tasks stay (until their retention ends) for a person to replay or discard."""
+        return f"{self.queue_name}{DEAD_LETTER_SUFFIX}"
+
+    @property
+    def dead_letter_queue_id(self) -> str:
+        return (
+            f"projects/{self.project}/locations/{self.region}/queues/{self.dead_letter_queue_name}"
+        )
+
+    def retry_config_json(self) -> str:
+        """The queue's retry config as the API writes it, as the services get it
+        (QUEUE_RETRY_CONFIG)."""
+        return json.dumps(self.queue_spec().retry_config.to_api(), sort_keys=True)
 
     def queue_spec(self) -> QueueSpec:
         """The queue's rate limits, retry configuration and logging, as one typed value."""
@@ -288,17 +389,21 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
             f"{key('worker_min_instances')} = {low!r}: must be at most "
             f"{key('worker_max_instances')} ({high!r})"
         )
-    cpu, memory = value("worker_cpu", whole), value("worker_memory", _check_memory)
-    if key("worker_cpu") in raw and cpu not in CPU_MIN_MEMORY_MIB:
-        problems.append(
-            f"{key('worker_cpu')} = {raw[key('worker_cpu')]!r}: "
-            "must be one of 1, 2, 4, 6, 8 (Cloud Run's CPU choices)"
-        )
-    elif cpu is not None and memory is not None and _memory_mib(memory) < CPU_MIN_MEMORY_MIB[cpu]:
-        problems.append(
-            f"{key('worker_memory')} = {memory!r}: {cpu} CPUs need at least "
-            f"{CPU_MIN_MEMORY_MIB[cpu] // 1024}Gi on Cloud Run"
-        )
+    choices = ", ".join(map(str, sorted(MEMORY_BY_CPU)))
+    for service in ("worker", "task_app"):
+        cpu_field, memory_field = f"{service}_cpu", f"{service}_memory"
+        cpu, memory = value(cpu_field, whole), value(memory_field, _check_memory)
+        if key(cpu_field) in raw and cpu not in MEMORY_BY_CPU:
+            problems.append(
+                f"{key(cpu_field)} = {raw[key(cpu_field)]!r}: "
+                f"must be one of {choices} (Cloud Run's CPU choices)"
+            )
+        elif cpu is not None and memory is not None:
+            problem = memory_problem(cpu, _memory_mib(memory))
+            if problem:
+                problems.append(
+                    f"{key(memory_field)} = {memory!r}: {problem} ({key(cpu_field)} = {cpu})"
+                )
     return problems
 
 
@@ -332,7 +437,7 @@ def validate_config(config: Mapping[str, Any], source: str = "stack config") -> 
     except ValidationError as error:
         for item in error.errors():
             key = to_key.get(str(item["loc"][0]), str(item["loc"][0])) if item["loc"] else "?"
-            if key == _config_key("worker_cpu"):
+            if key in (_config_key("worker_cpu"), _config_key("task_app_cpu")):
                 continue  # reported with its cross-field rule below
             if item["type"] == "missing":
                 problems.append(f"{key}: missing (set it with `pulumi config set {key}`)")

@@ -7,7 +7,7 @@ Components take a typed ``Args`` dataclass and never read stack config or the en
 from components.apis import ProjectApis, ProjectApisArgs
 from components.identity import ServiceIdentity, ServiceIdentityArgs
 from components.image import ServiceImage, ServiceImageArgs
-from components.queue import TaskQueue, TaskQueueArgs
+from components.queue import QueueGrant, TaskQueue, TaskQueueArgs
 from components.registry import ImageRegistry, ImageRegistryArgs
 from components.secret import GeneratedSecret, GeneratedSecretArgs
 from components.service import CloudRunService, CloudRunServiceArgs, SecretEnv
@@ -21,6 +21,7 @@ __all__ = [
     "ImageRegistryArgs",
     "ProjectApis",
     "ProjectApisArgs",
+    "QueueGrant",
     "SecretEnv",
     "ServiceIdentity",
     "ServiceIdentityArgs",

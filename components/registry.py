@@ -10,6 +10,9 @@ import pulumi
 import pulumi_gcp as gcp
 
 THIRTY_DAYS = "2592000s"
+PROMOTED_TAG_PREFIX = "prod-"
+"""The deploy workflow tags each image it promotes to prod ``prod-<run number>`` in this
+registry before prod runs it; a KEEP rule protects every such tag from the cleanup."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,9 @@ class ImageRegistryArgs:
     keep_versions: int
     """The newest versions of each image are kept whatever their age."""
     delete_older_than: str = THIRTY_DAYS
+    keep_tag_prefixes: Sequence[str] = (PROMOTED_TAG_PREFIX,)
+    """Versions tagged with one of these prefixes are kept whatever their age and rank:
+    another environment runs them by digest, which the cleanup cannot see."""
     requires: Sequence[pulumi.Resource] = field(default_factory=list)
     """Resources that must exist first (the Artifact Registry API)."""
 
@@ -47,7 +53,26 @@ class ImageRegistry(pulumi.ComponentResource):
                 f"ImageRegistry delete_older_than = {args.delete_older_than!r}: "
                 "must be whole seconds such as '2592000s'"
             )
+        bad = [p for p in args.keep_tag_prefixes if not re.fullmatch(r"[A-Za-z0-9_][\w.-]*", p)]
+        if bad:
+            raise ValueError(
+                f"ImageRegistry keep_tag_prefixes {bad!r}: each must start a Docker tag "
+                "(letters, digits, '_', '.', '-')"
+            )
         super().__init__("cloud-run-tasks:registry:ImageRegistry", name, None, opts)
+        # A version matching both a KEEP and a DELETE rule is kept.
+        keep_tagged = []
+        if args.keep_tag_prefixes:
+            keep_tagged.append(
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-promoted",
+                    action="KEEP",
+                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                        tag_state="TAGGED",
+                        tag_prefixes=list(args.keep_tag_prefixes),
+                    ),
+                )
+            )
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,
@@ -64,6 +89,7 @@ class ImageRegistry(pulumi.ComponentResource):
                         keep_count=args.keep_versions,
                     ),
                 ),
+                *keep_tagged,
                 gcp.artifactregistry.RepositoryCleanupPolicyArgs(
                     id="delete-old",
                     action="DELETE",

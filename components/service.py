@@ -10,6 +10,8 @@ from typing import Literal
 import pulumi
 import pulumi_gcp as gcp
 
+from stack_settings import memory_problem
+
 CPU_CHOICES = {1, 2, 4, 6, 8}
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
@@ -18,6 +20,24 @@ INGRESS = {
 }
 PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
 _MEMORY = re.compile(r"^[1-9]\d*(Mi|Gi)$")
+
+# Besides the URL `uri` returns, every Cloud Run service answers at a URL known before it
+# exists, built from its name, its project's NUMBER and its region:
+# https://cloud.google.com/run/docs/triggering/https-request#deterministic
+DETERMINISTIC_URL = "https://{service}-{project_number}.{region}.run.app"
+
+
+def deterministic_url(
+    service_name: str, project_number: pulumi.Input[str], region: str
+) -> pulumi.Output[str]:
+    """The service's deterministic URL: what a service can be told about itself (or a
+    caller about it) without waiting for the service, so without a dependency cycle."""
+    head, tail = DETERMINISTIC_URL.split("{project_number}")
+    return pulumi.Output.concat(
+        head.format(service=service_name), project_number, tail.format(region=region)
+    )
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -153,6 +173,10 @@ def _check(name: str, args: CloudRunServiceArgs) -> None:
         problems.append(f"cpu = {args.cpu!r}: must be one of 1, 2, 4, 6, 8")
     if not _MEMORY.match(args.memory):
         problems.append(f"memory = {args.memory!r}: must be like 512Mi or 2Gi")
+    elif args.cpu in CPU_CHOICES:
+        amount = int(args.memory[:-2]) * (1024 if args.memory.endswith("Gi") else 1)
+        if problem := memory_problem(args.cpu, amount):
+            problems.append(f"memory = {args.memory!r}: {problem}")
     if not 1 <= args.concurrency <= 1000:
         problems.append(f"concurrency = {args.concurrency}: must be from 1 to 1000")
     if args.timeout_seconds is not None and not 1 <= args.timeout_seconds <= 3600:

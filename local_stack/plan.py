@@ -230,6 +230,10 @@ def build_plan(
             contract.OIDC_AUDIENCE.name: worker_url,
             contract.OIDC_CERTS_URL.name: f"{keys_url}/oauth2/v1/certs",
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
+            contract.QUEUE_RETRY_CONFIG.name: settings.retry_config_json(),
+            contract.DEAD_LETTER_QUEUE.name: settings.dead_letter_queue_id,
+            # The worker parks dead letters through the REST API: the emulator's here.
+            contract.CLOUD_TASKS_API_ENDPOINT.name: rest_url,
             **identity_env(host, ports.worker_metadata, state_dir / WORKER / "gcloud"),
         },
         health_url=f"{worker_url}/healthz",
@@ -246,8 +250,12 @@ def build_plan(
             contract.QUEUE.name: settings.queue_id,
             contract.WORKER_URL.name: worker_url,
             contract.OIDC_SERVICE_ACCOUNT.name: caller,
+            # The audience of each task's token: the one the worker accepts.
+            contract.OIDC_AUDIENCE.name: worker_url,
             contract.DISPATCH_DEADLINE_SECONDS.name: deadline,
             contract.SECRET_KEY.name: DEV_SECRET_KEY,
+            contract.QUEUE_RETRY_CONFIG.name: settings.retry_config_json(),
+            contract.DEAD_LETTER_QUEUE.name: settings.dead_letter_queue_id,
             contract.CLOUD_TASKS_EMULATOR_HOST.name: emulator_address,
             **identity_env(host, ports.task_app_metadata, state_dir / TASK_APP / "gcloud"),
         },

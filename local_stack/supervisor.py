@@ -114,10 +114,6 @@ class LocalStack:
             self._force.set()
         self._stop_requested.set()
 
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested.is_set()
-
     # ---- start -------------------------------------------------------------------
 
     def start(self) -> None:

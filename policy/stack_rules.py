@@ -63,6 +63,20 @@ DELETION_PROTECTED_TYPES = frozenset(
     }
 )
 
+# The predefined roles the stack may grant, per kind of resource (the provider module of
+# the IAM resource): each is the smallest Google role holding a permission one of the
+# system's calls needs there (the permission map, stack_review/data/, says which). Owner,
+# editor, admin and every other role would reach further than any call needs.
+LEAST_PRIVILEGE_ROLES: dict[str, frozenset[str]] = {
+    "cloudtasks": frozenset(
+        {"roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer", "roles/cloudtasks.taskDeleter"}
+    ),
+    "cloudrunv2": frozenset({INVOKER_ROLE}),
+    "cloudrun": frozenset({INVOKER_ROLE}),
+    "serviceaccount": frozenset({"roles/iam.serviceAccountUser"}),
+    "secretmanager": frozenset({"roles/secretmanager.secretAccessor"}),
+}
+
 QUEUE_TYPE = "gcp:cloudtasks/queue:Queue"
 QUEUE_RATE_LIMITS = ("maxDispatchesPerSecond", "maxConcurrentDispatches")
 QUEUE_RETRY_CONFIG = ("maxAttempts", "minBackoff", "maxBackoff", "maxDoublings", "maxRetryDuration")
@@ -271,6 +285,26 @@ def iam_at_resource_level_only(
     ]
 
 
+def least_privilege_roles(
+    resource_type: str, props: Mapping[str, Any], context: RuleContext
+) -> list[str]:
+    """Every resource-level grant is one of the small predefined roles its kind of resource
+    allows (LEAST_PRIVILEGE_ROLES): a queue grants enqueuer, viewer or taskDeleter, a Cloud
+    Run service run.invoker, a service account serviceAccountUser, a secret
+    secretAccessor. Anything wider (admin, editor, a basic role) is refused."""
+    if _HIERARCHY_IAM.match(resource_type):
+        return []  # the iam-at-resource-level-only rule's
+    module = resource_type.split(":", 2)[1].split("/", 1)[0] if ":" in resource_type else ""
+    allowed = LEAST_PRIVILEGE_ROLES.get(module, frozenset())
+    return [
+        f"{_describe(resource_type, props)} grants {grant.role} to {grant.member}; on this "
+        f"kind of resource the stack grants only {sorted(allowed) or 'nothing'}, the "
+        "smallest roles holding what the system's calls need."
+        for grant in iam_grants(resource_type, props)
+        if grant.role not in allowed
+    ]
+
+
 def dedicated_service_account(
     resource_type: str, props: Mapping[str, Any], context: RuleContext
 ) -> list[str]:
@@ -405,6 +439,11 @@ RULES: tuple[Rule, ...] = (
         "iam-at-resource-level-only",
         "No project, folder or organization IAM: every grant is on one resource.",
         iam_at_resource_level_only,
+    ),
+    Rule(
+        "iam-least-privilege-roles",
+        "Every grant is one of the small predefined roles its kind of resource allows.",
+        least_privilege_roles,
     ),
     Rule(
         "cloud-run-dedicated-service-account",

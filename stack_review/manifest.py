@@ -21,16 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service_common.queue_spec import RetryConfig, describe_plan
+
 from policy import stack_rules
-from stack_review.runner import RecordedResource, StackRun, run_stack, stack_name
-from stack_settings import PROJECT_DIR, stack_files
+from stack_review import permissions
+from stack_review.runner import RecordedCall, RecordedResource, StackRun, run_stack, stack_name
+from stack_settings import PROJECT_DIR, stack_files, validate_config
 
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 
 # Outputs only the cloud can tell (random URLs, digests of a build, numeric ids): shown as
 # references to the resource that produces them. Keyed by type; values are output paths.
 CLOUD_ASSIGNED: dict[str, tuple[str, ...]] = {
-    "gcp:cloudrunv2/service:Service": ("uri", "urls", "latestReadyRevision", "uid"),
+    # Not `urls`: beside `uri` it holds the deterministic URL, which the manifest spells
+    # out from the project's number (the one part only the cloud knows).
+    "gcp:cloudrunv2/service:Service": ("uri", "latestReadyRevision", "uid"),
     "docker:index/image:Image": ("repoDigest",),
     "gcp:secretmanager/secret:Secret": ("name",),
     "gcp:secretmanager/secretVersion:SecretVersion": ("name",),
@@ -45,6 +50,8 @@ NOISE: dict[str, frozenset[str]] = {
 ROLE_VERBS = {
     "roles/run.invoker": "invoke",
     "roles/cloudtasks.enqueuer": "enqueue on",
+    "roles/cloudtasks.viewer": "list tasks of",
+    "roles/cloudtasks.taskDeleter": "delete tasks of",
     "roles/iam.serviceAccountUser": "act as",
     "roles/iam.serviceAccountTokenCreator": "mint tokens as",
     "roles/iam.serviceAccountOpenIdTokenCreator": "mint OIDC tokens as",
@@ -82,7 +89,7 @@ def generate(stack: str) -> str:
 def render(run: StackRun) -> str:
     """The manifest of one recorded run, as text ending in a newline."""
     project = run.config.get("gcp:project", "")
-    references = _cloud_assigned_references(run.resources)
+    references = _cloud_assigned_references(run.resources, run.calls)
     lines = [
         f"# Infrastructure manifest of stack `{run.stack}` (GCP project {project})",
         "#",
@@ -92,6 +99,8 @@ def render(run: StackRun) -> str:
         "",
     ]
     lines += _access_section(run, references)
+    lines += _permissions_section(run)
+    lines += _queues_section(run)
     lines += _policy_section(run)
     lines += _resources_section(run, project, references)
     lines += _outputs_section(run, references)
@@ -185,6 +194,63 @@ def _ingress(value: Any) -> str:
         "INGRESS_TRAFFIC_INTERNAL_ONLY": "internal only",
         "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER": "internal and load balancer",
     }.get(str(value), f"{value} (unset: all)" if value is None else str(value))
+
+
+def _permissions_section(run: StackRun) -> list[str]:
+    """Every call of the permission map, the permission it needs on which resource and the
+    grant that holds it; then what is missing or surplus (nothing, in a good stack)."""
+    settings = validate_config(run.config, source=f"stack {run.stack}")
+    needed = permissions.needs(settings)
+    grants = permissions.declared_grants(run)
+    roles = permissions.role_permissions()
+    report = permissions.check(needed, grants)
+    lines = [
+        "## Permission map (stack_review/data/permission_map.json)",
+        "",
+        "Each call the system makes, the permission it needs, and the grant holding it there:",
+    ]
+    for need in needed:
+        held = sorted(
+            g.role
+            for g in grants
+            if (g.kind, g.name, g.member) == (need.kind, need.name, need.member)
+            and need.permission in roles.get(g.role, frozenset())
+        )
+        lines.append(f"  {need.what}")
+        lines.append(
+            f"      {need.permission} on {need.kind} {need.name} for {need.member}: "
+            f"{', '.join(held) or 'MISSING'}"
+        )
+    lines.append("")
+    problems = report.problems()
+    lines.append(f"Missing or surplus: {len(problems) or 'none'}")
+    lines += [f"  {problem}" for problem in problems]
+    lines.append("")
+    return lines
+
+
+def _queues_section(run: StackRun) -> list[str]:
+    """Each queue's state and the retry plan its settings give, computed by the one
+    implementation of Cloud Tasks' schedule (``RetryConfig.plan``)."""
+    lines = [
+        "## Queues and their retry plans",
+        "",
+        "(a task whose every attempt fails at once; each wait counts from an attempt's end)",
+    ]
+    for queue in sorted(run.of_type(stack_rules.QUEUE_TYPE), key=lambda q: str(q.inputs["name"])):
+        inputs = queue.inputs
+        state = str(inputs.get("desiredState") or "RUNNING")
+        lines.append(f"  queue {inputs['name']} ({state})")
+        if state == "PAUSED":
+            lines.append("      never dispatched: its tasks are kept until their retention ends")
+            continue
+        retry = {
+            key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in (inputs.get("retryConfig") or {}).items()
+        }
+        lines.append(f"      {describe_plan(RetryConfig.from_api(retry))}")
+    lines.append("")
+    return lines
 
 
 def _ctx(run: StackRun) -> stack_rules.RuleContext:
@@ -296,9 +362,22 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _cloud_assigned_references(resources: Iterable[RecordedResource]) -> dict[str, str]:
+# Provider function results only the cloud knows: token -> (result key, reference).
+CLOUD_ASSIGNED_CALLS: dict[str, tuple[str, str]] = {
+    "gcp:organizations/getProject:getProject": ("number", "<project.number>"),
+}
+
+
+def _cloud_assigned_references(
+    resources: Iterable[RecordedResource], calls: Iterable[RecordedCall] = ()
+) -> dict[str, str]:
     """Mock value -> '<resource.output>' for every output only the cloud can assign."""
     references: dict[str, str] = {}
+    for call in calls:
+        if call.token in CLOUD_ASSIGNED_CALLS:
+            key, reference = CLOUD_ASSIGNED_CALLS[call.token]
+            if isinstance(call.result.get(key), str) and call.result[key]:
+                references[call.result[key]] = reference
     for resource in resources:
         for key in CLOUD_ASSIGNED.get(resource.type, ()):
             for path, value in _flatten(resource.outputs.get(key), key):

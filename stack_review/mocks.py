@@ -18,6 +18,7 @@ from stack_review import pulumi_internals as internals
 
 _Outputs = tuple[str, dict[str, Any]]
 CLIENT_CONFIG = "gcp:organizations/getClientConfig:getClientConfig"
+GET_PROJECT = "gcp:organizations/getProject:getProject"
 
 
 def _digest(*parts: Any) -> str:
@@ -79,6 +80,15 @@ class GcpMocks(pulumi.runtime.Mocks):
                 "zone": "",
                 "accessToken": f"ya29.mock-{_digest(self.project)[:24]}",
                 "defaultLabels": {},
+            }, []
+        if args.token == GET_PROJECT:
+            project = str(args.args.get("projectId") or self.project)
+            return {
+                "id": f"projects/{project}",
+                "projectId": project,
+                "name": project,
+                # The number Google assigns; the same one Secret Manager names carry.
+                "number": self.project_number,
             }, []
         raise NotImplementedError(f"no mock answer for provider function {args.token}")
 

@@ -5,7 +5,8 @@ their way from a stack's settings to the Pulumi component, the manifest, the loc
 emulator and the services; ``to_api()`` is the one conversion to the Cloud Tasks API's
 own JSON shape. ``RetryConfig.plan()`` computes when each attempt of a failing task happens
 and when the task is given up, the one implementation the manifest, the task-app's page and
-the worker's last-attempt judgement use.
+the worker's last-attempt judgement use; ``describe_plan()`` says it in words (the
+reviewed manifests show it for each stack's queue).
 
 Standard library only: both service images ship this module.
 """
@@ -218,3 +219,44 @@ class QueueSpec:
         if self.logging_sampling_ratio is not None:
             queue["stackdriverLoggingConfig"] = {"samplingRatio": self.logging_sampling_ratio}
         return queue
+
+
+# ---- the plan in words ------------------------------------------------------------------
+# Attempts a plan's text shows in full; a longer plan shows its first and last ones.
+PLAN_HEAD, PLAN_TAIL = 8, 2
+
+
+def describe_plan(config: RetryConfig) -> str:
+    """'attempt 1 at 0 s, 2 at 1 s, ... given up after 10 attempts, 1 min 30 s after the
+    first', eliding the middle of a long plan."""
+    plan = config.plan()
+    attempts = list(plan.attempts)
+    shown = [f"{a.number} at {format_seconds(a.at)}" for a in attempts]
+    if len(shown) > PLAN_HEAD + PLAN_TAIL + 1:
+        shown = [*shown[:PLAN_HEAD], "...", *shown[-PLAN_TAIL:]]
+    text = "attempt " + ", ".join(shown)
+    never = not config.gives_up(2**62, float(TASK_RETENTION_SECONDS))
+    if plan.truncated and not never:
+        return f"{text}, ... (more than {len(attempts)} attempts)"
+    if plan.given_up_after is None:
+        return f"{text}, ... never given up: retried until the task's retention ends"
+    if plan.given_up_after == 1:
+        return f"{text}; given up after 1 attempt"
+    at = plan.given_up_at or 0.0
+    return (
+        f"{text}; given up after {plan.given_up_after} attempts, "
+        f"{format_seconds(at)} after the first"
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    """0 -> '0 s', 90 -> '1 min 30 s', 0.1 -> '0.1 s', 86700 -> '1 d 5 min'."""
+    if seconds < 60:
+        return f"{round(seconds, 3):g} s"
+    total = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        amount, total = divmod(total, size)
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -31,6 +32,10 @@ LIST_PAGE_SIZE = 100
 # at once. A hung API then holds at most this many request threads, each for at most the
 # call's timeout, and the rest stay free for the page, task creation and /healthz.
 MAX_CONCURRENT_LISTS = 2
+# How Google words an IAM denial (google.rpc.ErrorInfo carries the same as metadata):
+# 'The principal (user or service account) lacks IAM permission "cloudtasks.tasks.list"
+# for the resource "projects/P/locations/L/queues/Q" (or the resource may not exist).'
+_LACKS_PERMISSION = re.compile(r'lacks IAM permission "([A-Za-z0-9_.]+)"')
 
 
 class CloudTasksUnavailable(Exception):
@@ -62,6 +67,17 @@ def short_id(name: str) -> str:
 def _code_name(error: api_exceptions.GoogleAPICallError) -> str:
     code = error.grpc_status_code
     return code.name if code is not None else str(error.code)
+
+
+def missing_permission(error: api_exceptions.GoogleAPICallError) -> str | None:
+    """The IAM permission a PERMISSION_DENIED says the caller lacks, when it names one."""
+    if error.grpc_status_code is not grpc.StatusCode.PERMISSION_DENIED:
+        return None
+    metadata = getattr(error, "metadata", None) or {}
+    if isinstance(metadata.get("permission"), str):
+        return str(metadata["permission"])
+    match = _LACKS_PERMISSION.search(error.message or "")
+    return match.group(1) if match else None
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -185,7 +201,9 @@ class CloudTasksGateway:
                 outcome.failed_position = position
                 code = _code_name(error)
                 outcome.outcome_unknown = code == "DEADLINE_EXCEEDED"
-                outcome.error = self._failure_message(code, position, options.count)
+                outcome.error = self._failure_message(
+                    code, position, options.count, missing_permission(error)
+                )
                 logger.error(
                     "CreateTask failed for task %d of %d with %s: %s",
                     position,
@@ -211,7 +229,17 @@ class CloudTasksGateway:
             )
         return outcome
 
-    def _failure_message(self, code: str, position: int, count: int) -> str:
+    def _lacks(self, permission: str | None) -> str:
+        if permission is None:
+            return ""
+        return (
+            f" The task-app's service account lacks {permission} on queue"
+            f" {self._settings.queue_id!r}: the stack must grant it."
+        )
+
+    def _failure_message(
+        self, code: str, position: int, count: int, permission: str | None = None
+    ) -> str:
         which = f"task {position} of {count}" if count > 1 else "the task"
         if code == "DEADLINE_EXCEEDED":
             return (
@@ -222,7 +250,7 @@ class CloudTasksGateway:
         return (
             f"Cloud Tasks is unavailable ({code}): {which} was not created"
             + (", nor any after it." if position < count else ".")
-            + " Try again later."
+            + (self._lacks(permission) or " Try again later.")
         )
 
     def list_tasks(self) -> list[dict[str, object]]:
@@ -250,7 +278,8 @@ class CloudTasksGateway:
         except api_exceptions.GoogleAPICallError as error:
             logger.error("ListTasks failed with %s: %s", _code_name(error), error.message)
             raise CloudTasksUnavailable(
-                f"Cloud Tasks is unavailable ({_code_name(error)}): cannot list the queue's tasks"
+                f"Cloud Tasks is unavailable ({_code_name(error)}): cannot list the queue's tasks."
+                + self._lacks(missing_permission(error))
             ) from error
         except (auth_exceptions.GoogleAuthError, grpc.RpcError, ValueError) as error:
             logger.error("ListTasks could not be sent: %r", error)

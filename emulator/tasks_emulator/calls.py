@@ -167,6 +167,15 @@ class Api:
         return 0, serialized
 
 
+def request_too_large(size: int | None = None) -> tuple[int, bytes]:
+    """The status of a request larger than the link carries."""
+    measured = f" ({size} bytes)" if size is not None else ""
+    message = (
+        f"The request{measured} is larger than the {MAX_PAYLOAD} bytes the emulator can pass on."
+    )
+    return grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message.encode()
+
+
 def too_large(method: str, size: int) -> tuple[int, bytes]:
     """The status of an answer larger than the link carries."""
     message = (

@@ -144,7 +144,3 @@ class VirtualClock(_TaskSet):
             done, _ = await asyncio.wait(pending, timeout=self.io_grace)
             if not done:
                 return
-
-    def pending_timers(self) -> list[float]:
-        """Times of the callbacks still to fire (for inspection)."""
-        return sorted(when for when, _, timer in self._timers if not timer.cancelled)

@@ -41,11 +41,3 @@ def api_error(key: str, **values: Any) -> ApiError:
 
 def invalid(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def not_found(key: str = "entity_not_found") -> ApiError:
-    return api_error(key)
-
-
-def already_exists(key: str) -> ApiError:
-    return api_error(key)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from .link import FAILED, METHODS, OVERSIZED, READY, SERVICE, Link, pack_request
+from .link import FAILED, MAX_PAYLOAD, METHODS, OVERSIZED, READY, SERVICE, Link, pack_request
 from .loop import run
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -38,7 +38,10 @@ class Front:
         if future is not None and not future.done():
             if kind == OVERSIZED:
                 kind = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-                payload = b"the answer is larger than the emulator can pass on"
+                payload = (
+                    f"The response is larger than the {MAX_PAYLOAD} bytes the emulator can "
+                    "pass on; ask for smaller pages."
+                ).encode()
             future.set_result((kind, payload))
 
     def on_close(self) -> None:
@@ -56,10 +59,18 @@ class Front:
             if link is None or self.stopped.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "emulator stopped")
             assert link is not None
+            packed = pack_request(authorization_of(context), request)
+            if len(packed) > MAX_PAYLOAD:
+                # Never sent: the engine would only drop it; this call alone fails.
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"The request ({len(request)} bytes) is larger than the {MAX_PAYLOAD} "
+                    "bytes the emulator can pass on.",
+                )
             call_id = next(self.ids) & 0xFFFFFFFF
             future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
             self.pending[call_id] = future
-            link.send(call_id, index, pack_request(authorization_of(context), request))
+            link.send(call_id, index, packed)
             code, payload = await future
             if code:
                 await context.abort(_CODES[code], payload.decode("utf-8", "replace"))

@@ -19,7 +19,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import field_mask_pb2, json_format
 
-from .calls import Api, too_large
+from .calls import Api, request_too_large
 from .clock import Clock, RealClock, VirtualClock
 from .dispatch import HttpClient
 from .engine import Engine
@@ -180,7 +180,7 @@ class Emulator:
             elif self._link is None:
                 return
             elif kind == OVERSIZED:
-                self._link.send(call_id, *too_large("the request", 0))
+                self._link.send(call_id, *request_too_large())
             else:
                 self._link.send(call_id, *self.api.answer(kind, payload))
 

@@ -229,6 +229,57 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     assert any(code.name in line["message"] for line in errors)
 
 
+def _denial(permission: str) -> str:
+    return (
+        f'The principal (user or service account) lacks IAM permission "{permission}" for the '
+        f'resource "{QUEUE}" (or the resource may not exist).'
+    )
+
+
+def test_a_denied_create_names_the_permission_the_stack_must_grant(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    """PERMISSION_DENIED is a 503 naming the missing permission (no "try again later":
+    only a grant helps), and nothing is reported created."""
+    fake_tasks.fail(
+        "CreateTask", grpc.StatusCode.PERMISSION_DENIED, details=_denial("cloudtasks.tasks.create")
+    )
+
+    response = client.post("/tasks", json={})
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert "(PERMISSION_DENIED)" in body["error"]
+    assert "lacks cloudtasks.tasks.create on queue 'jobs'" in body["error"]
+    assert "Try again later" not in body["error"]
+    assert body["tasks"] == []
+
+
+def test_a_denied_listing_names_the_permission(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    fake_tasks.fail(
+        "ListTasks", grpc.StatusCode.PERMISSION_DENIED, details=_denial("cloudtasks.tasks.list")
+    )
+
+    # The page shows what /api/tasks answers (its script loads the list from there).
+    listing = client.get("/api/tasks")
+
+    assert listing.status_code == 503
+    assert "(PERMISSION_DENIED)" in listing.get_json()["error"]
+    assert "lacks cloudtasks.tasks.list on queue 'jobs'" in listing.get_json()["error"]
+
+
+def test_a_denial_without_a_permission_in_it_says_only_its_code(
+    client: FlaskClient, fake_tasks: FakeCloudTasks
+) -> None:
+    fake_tasks.fail("ListTasks", grpc.StatusCode.PERMISSION_DENIED, details="denied")
+
+    error = client.get("/api/tasks").get_json()["error"]
+
+    assert error == "Cloud Tasks is unavailable (PERMISSION_DENIED): cannot list the queue's tasks."
+
+
 def test_fan_out_failure_reports_exactly_the_created_tasks(
     client: FlaskClient, fake_tasks: FakeCloudTasks
 ) -> None:

@@ -269,7 +269,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m tasks_emulator`` on free ports: the process and its first line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tasks_emulator", "--port", "0", "--keys-port", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "tasks_emulator",
+            "--port",
+            "0",
+            "--keys-port",
+            "0",
+            "--rest-port",
+            "0",
+            *args,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,15 +14,18 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api_core import exceptions
+from google.cloud import tasks_v2
 from tasks_emulator import EmulatorThread, RealClock
 from tasks_emulator.calls import Api
 from tasks_emulator.dispatch import HttpClient
 from tasks_emulator.engine import Engine
+from tasks_emulator.front import Front
 from tasks_emulator.iam import Iam
 from tasks_emulator.link import MAX_FRAME, METHODS, OVERSIZED, Link, pack_request
 from tasks_emulator.oidc import TokenSigner
 
-from .conftest import client_for, start_cli
+from .conftest import PARENT, client_for, start_cli, virtual_harness
 
 
 class _Transport:
@@ -153,6 +156,7 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_front_stops_with_the_engine() -> None:
     """Ctrl-C stops both processes; an engine killed outright takes its front with it."""
@@ -170,6 +174,7 @@ def test_front_stops_with_the_engine() -> None:
     assert _gone(front), "the front outlived a killed engine"
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_engine_stops_when_its_front_dies() -> None:
     process, ready = start_cli("--log-level", "warning")
@@ -186,6 +191,7 @@ def test_engine_stops_when_its_front_dies() -> None:
     assert "the gRPC front process exited" in err
 
 
+@pytest.mark.process
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -210,3 +216,99 @@ def test_port_in_use_fails_the_start(front_process: bool) -> None:
                 runner.start()
         finally:
             runner.stop()
+
+
+class _Context:
+    """Enough of a gRPC servicer context for the front's handler."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")  # as grpc.aio does: abort never returns
+
+
+def test_front_refuses_a_request_larger_than_the_link_carries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The front answers that one call RESOURCE_EXHAUSTED and never sends it; the link
+    carries on."""
+    monkeypatch.setattr("tasks_emulator.front.MAX_PAYLOAD", 100)
+
+    async def call(size: int) -> tuple[_Context, _Transport]:
+        front = Front()
+        link, _, transport = _link()
+        front.link = link
+        context = _Context()
+        handle = front.handler(METHODS.index("CreateTask"))
+        task = asyncio.ensure_future(handle(b"x" * size, context))
+        await asyncio.sleep(0.01)
+        if size <= 100:
+            assert not task.done()  # waiting for the engine's answer
+            front.on_frame(1, 0, b"answer")
+            assert await task == b"answer"
+        else:
+            with pytest.raises(RuntimeError, match="aborted"):
+                await asyncio.wait_for(task, 5)
+        assert not transport.closed
+        return context, transport
+
+    context, transport = asyncio.run(call(200))
+    assert context.aborted == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "The request (200 bytes) is larger than the 100 bytes the emulator can pass on.",
+    )
+    assert transport.written == []
+    context, transport = asyncio.run(call(10))
+    assert context.aborted is None
+    assert len(transport.written) == 1
+
+
+def test_an_oversized_answer_fails_only_its_own_call() -> None:
+    """OVERSIZED for one call answers that call RESOURCE_EXHAUSTED; the calls waiting
+    beside it still get their own answers."""
+
+    async def run() -> tuple[tuple[int, bytes], asyncio.Future[tuple[int, bytes]]]:
+        front = Front()
+        loop = asyncio.get_running_loop()
+        big, small = loop.create_future(), loop.create_future()
+        front.pending.update({7: big, 8: small})
+        front.on_frame(7, OVERSIZED, b"")
+        assert not small.done()
+        front.on_frame(8, 0, b"ok")
+        return await big, small
+
+    (code, message), small = asyncio.run(run())
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert message.startswith(b"The response is larger than the ")
+    assert small.result() == (0, b"ok")
+
+
+def test_an_answer_too_large_for_the_link_fails_only_that_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the real front process: an answer over what the link carries (made small
+    here) is RESOURCE_EXHAUSTED naming both sizes, and the same emulator, front process
+    included, goes on answering; a smaller answer to the same question passes."""
+    monkeypatch.setattr("tasks_emulator.calls.MAX_PAYLOAD", 60_000)
+    queue = f"{PARENT}/queues/big"
+    for harness in virtual_harness(front_process=True):
+        harness.queue("big")
+        harness.client.pause_queue(name=queue)
+        for _ in range(2):
+            harness.task(queue, "http://127.0.0.1:9/", http={"body": b"x" * 40_000})
+        full = {"parent": queue, "response_view": tasks_v2.Task.View.FULL}
+        with pytest.raises(exceptions.ResourceExhausted) as caught:
+            list(harness.client.list_tasks(request=full))
+        assert "The ListTasks response (" in caught.value.message
+        assert "bytes) is larger than the 60000 bytes" in caught.value.message
+        emulator = harness.runner.emulator
+        assert emulator is not None
+        assert not emulator.front_lost.is_set()
+        assert harness.client.get_queue(name=queue).name == queue
+        assert len(list(harness.client.list_tasks(parent=queue))) == 2  # BASIC: no bodies
+        assert len(list(harness.client.list_tasks(request={**full, "page_size": 1}))) == 2

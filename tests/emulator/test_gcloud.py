@@ -57,11 +57,14 @@ CHAPTER_UPDATE = [
     "1s",
 ]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("gcloud") is None,
-    reason="gcloud is not installed: install the Google Cloud CLI "
-    "(https://cloud.google.com/sdk/docs/install, or the google-cloud-cli Debian package)",
-)
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        shutil.which("gcloud") is None,
+        reason="gcloud is not installed: install the Google Cloud CLI "
+        "(https://cloud.google.com/sdk/docs/install, or the google-cloud-cli Debian package)",
+    ),
+]
 
 
 class Gcloud:

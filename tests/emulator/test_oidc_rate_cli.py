@@ -191,6 +191,7 @@ DEV_QUEUE: dict[str, Any] = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_config_queue_and_clean_stop(stop_signal: signal.Signals, tmp_path: Path) -> None:
     """`tasks-emulator --config FILE` prints one ready line, serves the file's queues with
@@ -239,6 +240,7 @@ def test_cli_config_queue_and_clean_stop(stop_signal: signal.Signals, tmp_path: 
         ),
     ],
 )
+@pytest.mark.process
 def test_cli_rejects_a_bad_config_file(tmp_path: Path, content: str | None, expected: str) -> None:
     """A config file that cannot be applied stops the start with exit code 2 and a message
     naming the file and the problem, never a traceback."""
@@ -253,6 +255,7 @@ def test_cli_rejects_a_bad_config_file(tmp_path: Path, content: str | None, expe
     assert "Traceback" not in err
 
 
+@pytest.mark.process
 def test_cli_binds_loopback_by_default() -> None:
     """Without --host the emulator listens on 127.0.0.1 only."""
     process, ready = start_cli("--log-level", "warning")

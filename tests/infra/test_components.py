@@ -7,7 +7,7 @@ import dataclasses
 
 import pulumi
 import pytest
-from service_common.queue_spec import QueueSpec
+from service_common.queue_spec import QueueSpec, RetryConfig
 
 from components import (
     CloudRunService,
@@ -62,6 +62,22 @@ SERVICE = CloudRunServiceArgs(
             "logging_sampling_ratio = 1.5: must be from 0.0 to 1.0",
         ),
         (
+            lambda: TaskQueue(
+                "q",
+                TaskQueueArgs(
+                    project="p",
+                    location="l",
+                    queue_name="q",
+                    spec=QueueSpec(retry_config=RetryConfig(max_doublings=0)),
+                ),
+            ),
+            "max_doublings = 0: the provider never sends 0",
+        ),
+        (
+            lambda: CloudRunService("w", dataclasses.replace(SERVICE, cpu=1, memory="5Gi")),
+            "memory = '5Gi': 1 CPU allows at most 4Gi on Cloud Run",
+        ),
+        (
             lambda: ServiceImage(
                 "i",
                 ServiceImageArgs(
@@ -109,6 +125,8 @@ SERVICE = CloudRunServiceArgs(
         "service-public-invoker",
         "service-instances",
         "queue-logging-ratio",
+        "queue-zero-doublings",
+        "service-memory-for-cpus",
         "image-by-tag",
         "image-no-login",
         "apis-name",

@@ -1,4 +1,4 @@
-"""What the stack declares, resource by resource (issue 2's items 1-10), for every
+"""What the stack declares, resource by resource, for every
 committed Pulumi.<stack>.yaml, asserted on the inputs the program really registered."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tests.infra.helpers import (
     account_named,
     committed_run,
     container,
+    env_of,
     service_named,
 )
 
@@ -38,7 +39,7 @@ def test_every_environment_has_a_committed_stack_file() -> None:
 
 
 def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: StackSettings) -> None:
-    """Item 1: every API the system needs is enabled by the stack (no manual gcloud step),
+    """Every API the system needs is enabled by the stack (no manual gcloud step),
     and destroying the stack does not disable an API other workloads may use."""
     apis = stack.of_type(API)
     assert {api.inputs["service"] for api in apis} == APIS
@@ -50,7 +51,8 @@ def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: Sta
 @pytest.mark.parametrize(
     ("resource_type", "match", "api"),
     [
-        (QUEUE, {}, "cloudtasks.googleapis.com"),
+        (QUEUE, {"name": "jobs"}, "cloudtasks.googleapis.com"),
+        (QUEUE, {"name": "jobs-dead"}, "cloudtasks.googleapis.com"),
         (SERVICE, {"name": "task-app"}, "run.googleapis.com"),
         (SERVICE, {"name": "worker"}, "run.googleapis.com"),
         (REPOSITORY, {}, "artifactregistry.googleapis.com"),
@@ -62,7 +64,7 @@ def test_apis_enabled_and_left_enabled_on_destroy(stack: StackRun, settings: Sta
 def test_resources_wait_for_their_api(
     stack: StackRun, resource_type: str, match: dict[str, str], api: str
 ) -> None:
-    """Item 1: on a fresh project, creating a resource before its API is enabled fails;
+    """On a fresh project, creating a resource before its API is enabled fails;
     each resource must depend on its API."""
     api_resource = stack.one(API, service=api)
     assert api_resource.urn in stack.one(resource_type, **match).dependencies
@@ -71,7 +73,7 @@ def test_resources_wait_for_their_api(
 def test_registry_is_a_docker_repository_with_cleanup(
     stack: StackRun, settings: StackSettings
 ) -> None:
-    """Item 2: repository `cloud-run-book` in `us`, Docker format, and a cleanup policy so
+    """Repository `cloud-run-book` in `us`, Docker format, and a cleanup policy so
     one image per deploy does not grow the registry forever."""
     repository = stack.one(REPOSITORY)
     assert repository.inputs["repositoryId"] == settings.repository_name == "cloud-run-book"
@@ -85,6 +87,13 @@ def test_registry_is_a_docker_repository_with_cleanup(
     )
     assert policies["delete-old"]["action"] == "DELETE"
     assert policies["delete-old"]["condition"]["olderThan"] == "2592000s"
+    # Images another environment runs by digest are tagged prod-* and kept whatever
+    # their age (a version matching a KEEP and a DELETE rule is kept).
+    assert policies["keep-promoted"]["action"] == "KEEP"
+    assert policies["keep-promoted"]["condition"] == {
+        "tagState": "TAGGED",
+        "tagPrefixes": ["prod-"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -94,7 +103,7 @@ def test_registry_is_a_docker_repository_with_cleanup(
 def test_images_built_for_cloud_run_and_pushed_to_the_registry(
     stack: StackRun, image: str, dockerfile: str
 ) -> None:
-    """Item 3: each image is built from app/ for linux/amd64 and pushed to
+    """Each image is built from app/ for linux/amd64 and pushed to
     us-docker.pkg.dev/PROJECT/cloud-run-book/<name>, logging in with the deploying identity's
     own access token from the gcp provider (no stored key)."""
     repository = stack.one(REPOSITORY)
@@ -116,7 +125,7 @@ def test_images_built_for_cloud_run_and_pushed_to_the_registry(
 
 @pytest.mark.parametrize("name", ["task-app", "worker"])
 def test_services_deploy_their_image_by_digest(stack: StackRun, name: str) -> None:
-    """Item 3: Cloud Run runs the pushed image's digest, so a changed image always rolls a
+    """Cloud Run runs the pushed image's digest, so a changed image always rolls a
     new revision (a tag would not)."""
     built = stack.one(IMAGE, imageName=stack.one(REPOSITORY).outputs["registryUri"] + f"/{name}")
     image = container(service_named(stack, name))["image"]
@@ -134,7 +143,7 @@ def test_each_service_runs_as_its_own_account(stack: StackRun, name: str) -> Non
 
 
 def test_worker_service(stack: StackRun, settings: StackSettings) -> None:
-    """Item 5: the worker has the chapter's 900 s timeout, 2 CPU and 2 GiB, internal
+    """The worker has the chapter's 900 s timeout, 2 CPU and 2 GiB, internal
     ingress (Cloud Tasks of the project reaches it, the internet does not), a health probe,
     request-only CPU stated explicitly, and instance bounds from the settings."""
     worker = service_named(stack, "worker")
@@ -153,7 +162,7 @@ def test_worker_service(stack: StackRun, settings: StackSettings) -> None:
 
 
 def test_task_app_service(stack: StackRun, settings: StackSettings) -> None:
-    """Item 6: the task-app takes traffic from anywhere, has a health probe, explicit
+    """The task-app takes traffic from anywhere, has a health probe, explicit
     request-only CPU, and its instance bound from the settings."""
     task_app = service_named(stack, "task-app")
     assert task_app.inputs["ingress"] == "INGRESS_TRAFFIC_ALL"
@@ -167,10 +176,10 @@ def test_task_app_service(stack: StackRun, settings: StackSettings) -> None:
 def test_queue_has_the_stack_rate_limits_and_retry_config(
     stack: StackRun, settings: StackSettings
 ) -> None:
-    """Item 7: queue `jobs` in us-central1 with the stack's rate limits and retry config
+    """Queue `jobs` in us-central1 with the stack's rate limits and retry config
     (durations as strings), without the output-only max_burst_size, and queue logging
     exactly when a sampling ratio is set."""
-    queue = stack.one(QUEUE)
+    queue = stack.one(QUEUE, name="jobs")
     assert queue.inputs["name"] == "jobs"
     assert queue.inputs["location"] == "us-central1"
     assert queue.inputs["project"] == settings.project
@@ -199,14 +208,14 @@ def test_worker_can_take_every_concurrent_dispatch_of_the_queue(stack: StackRun)
     worker = service_named(stack, "worker")
     template = worker.inputs["template"]
     capacity = template["scaling"]["maxInstanceCount"] * template["maxInstanceRequestConcurrency"]
-    in_flight = stack.one(QUEUE).inputs["rateLimits"]["maxConcurrentDispatches"]
+    in_flight = stack.one(QUEUE, name="jobs").inputs["rateLimits"]["maxConcurrentDispatches"]
     assert capacity >= in_flight, f"worker holds {capacity} requests, queue sends {in_flight}"
 
 
 def test_dev_queue_uses_the_chapter_tuned_values() -> None:
-    """Item 7: dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
+    """Dev runs the chapter's tuned queue, literally: 100/s, 100 concurrent,
     10 attempts, backoff 1 s to 15 s, 3 doublings."""
-    queue = committed_run("Pulumi.dev.yaml").one(QUEUE)
+    queue = committed_run("Pulumi.dev.yaml").one(QUEUE, name="jobs")
     assert queue.inputs["rateLimits"] == {
         "maxDispatchesPerSecond": 100,
         "maxConcurrentDispatches": 100,
@@ -217,8 +226,8 @@ def test_dev_queue_uses_the_chapter_tuned_values() -> None:
 
 
 def test_prod_queue_logs_a_sample_of_attempts() -> None:
-    """Item 7: the optional logging sampling ratio reaches the queue (prod sets 0.1)."""
-    queue = committed_run("Pulumi.prod.yaml").one(QUEUE)
+    """The optional logging sampling ratio reaches the queue (prod sets 0.1)."""
+    queue = committed_run("Pulumi.prod.yaml").one(QUEUE, name="jobs")
     assert queue.inputs["stackdriverLoggingConfig"] == {"samplingRatio": 0.1}
 
 
@@ -226,17 +235,18 @@ def test_prod_queue_logs_a_sample_of_attempts() -> None:
     ("stack_file", "protected"), [("Pulumi.dev.yaml", False), ("Pulumi.prod.yaml", True)]
 )
 def test_deletion_protection_per_environment(stack_file: str, protected: bool) -> None:
-    """Item 9: dev can be torn down; in prod, deleting a service, the queue (whose name
+    """Dev can be torn down; in prod, deleting a service, the queue (whose name
     would then be unusable for about 7 days) or the session-key secret fails."""
     run = committed_run(stack_file)
     for name in ("task-app", "worker"):
         assert service_named(run, name).inputs["deletionProtection"] is protected
-    assert run.one(QUEUE).inputs["deletionPolicy"] == ("PREVENT" if protected else "DELETE")
+    for queue in run.of_type(QUEUE):
+        assert queue.inputs["deletionPolicy"] == ("PREVENT" if protected else "DELETE")
     assert run.one("gcp:secretmanager/secret:Secret").inputs["deletionProtection"] is protected
 
 
 def test_outputs_are_the_resources_actual_values(stack: StackRun) -> None:
-    """Item 10: the stack exports the task-app URL, the worker URL, the queue id, both
+    """The stack exports the task-app URL, the worker URL, the queue id, both
     account emails and the deployed image digests, each the provider's actual value."""
     images = {
         image.inputs["imageName"].rsplit("/", 1)[-1]: image.outputs["repoDigest"]
@@ -245,7 +255,9 @@ def test_outputs_are_the_resources_actual_values(stack: StackRun) -> None:
     assert stack.outputs == {
         "taskAppUrl": service_named(stack, "task-app").outputs["uri"],
         "workerUrl": service_named(stack, "worker").outputs["uri"],
-        "queueId": stack.one(QUEUE).id,
+        "workerAudience": env_of(service_named(stack, "worker"))["OIDC_AUDIENCE"],
+        "queueId": stack.one(QUEUE, name="jobs").id,
+        "deadLetterQueueId": stack.one(QUEUE, name="jobs-dead").id,
         "taskAppServiceAccount": account_named(stack, "task-app").outputs["email"],
         "workerServiceAccount": account_named(stack, "worker").outputs["email"],
         "taskAppImage": images["task-app"],
@@ -263,3 +275,17 @@ def test_every_resource_belongs_to_a_component(stack: StackRun) -> None:
             parent = components.get(resource.parent)
             assert parent is not None, f"{resource.urn} is not in a component"
             assert resource.name.startswith(parent.name), resource.urn
+
+
+def test_dead_letter_queue_is_paused_with_the_live_queue_settings(
+    stack: StackRun, settings: StackSettings
+) -> None:
+    """The dead-letter queue keeps its tasks and never dispatches them (PAUSED); if a
+    person resumes it, it is as gentle with the worker as the live queue."""
+    live, dead = stack.one(QUEUE, name="jobs"), stack.one(QUEUE, name="jobs-dead")
+    assert settings.dead_letter_queue_name == "jobs-dead"
+    assert dead.inputs["desiredState"] == "PAUSED"
+    assert dead.outputs["state"] == "PAUSED"
+    assert "desiredState" not in live.inputs
+    for key in ("rateLimits", "retryConfig", "location", "project", "deletionPolicy"):
+        assert dead.inputs[key] == live.inputs[key], key

@@ -45,9 +45,12 @@ def test_worker_is_never_public(stack: StackRun) -> None:
 
 
 def test_the_grants_are_exactly_the_designed_set(stack: StackRun) -> None:
-    """Item 8 and the CSRF key: the only grants are task-app -> invoker on the worker,
-    enqueuer on the queue, serviceAccountUser on itself, secretAccessor on its one secret,
-    plus the public invoker on the task-app. Any extra grant is a review finding."""
+    """The only grants are task-app -> invoker on the worker, enqueuer (create) and viewer
+    (list) on the queue, viewer, enqueuer (full view) and taskDeleter on the dead-letter
+    queue, serviceAccountUser on itself, secretAccessor on its one secret; worker ->
+    enqueuer on the dead-letter queue; plus the public invoker on the task-app. Any extra
+    grant is a review finding."""
+    worker_member = f"serviceAccount:{account_named(stack, 'worker').outputs['email']}"
     task_app_sa = account_named(stack, "task-app")
     member = f"serviceAccount:{task_app_sa.outputs['email']}"
     secret = stack.one(SECRET)
@@ -65,10 +68,15 @@ def test_the_grants_are_exactly_the_designed_set(stack: StackRun) -> None:
         (SERVICE_INVOKER, "worker", "roles/run.invoker", member),
         (SERVICE_INVOKER, "task-app", "roles/run.invoker", "allUsers"),
         (QUEUE_MEMBER, "jobs", "roles/cloudtasks.enqueuer", member),
+        (QUEUE_MEMBER, "jobs", "roles/cloudtasks.viewer", member),
+        (QUEUE_MEMBER, "jobs-dead", "roles/cloudtasks.viewer", member),
+        (QUEUE_MEMBER, "jobs-dead", "roles/cloudtasks.enqueuer", member),
+        (QUEUE_MEMBER, "jobs-dead", "roles/cloudtasks.taskDeleter", member),
+        (QUEUE_MEMBER, "jobs-dead", "roles/cloudtasks.enqueuer", worker_member),
         (SA_MEMBER, task_app_sa.outputs["name"], "roles/iam.serviceAccountUser", member),
         (SECRET_MEMBER, secret.outputs["secretId"], "roles/secretmanager.secretAccessor", member),
     }
-    assert len(iam_resources(stack)) == 5
+    assert len(iam_resources(stack)) == 10
 
 
 def test_grants_are_non_authoritative_members_on_one_resource(stack: StackRun) -> None:
@@ -92,15 +100,17 @@ def test_service_account_grant_addresses_the_account_by_name(stack: StackRun) ->
     assert grant.inputs["serviceAccountId"] != account.outputs["email"]
 
 
-def test_queue_grant_is_on_the_stack_queue(stack: StackRun) -> None:
-    """The enqueuer grant must name this queue (project, location, name), or CreateTask
-    is refused with PERMISSION_DENIED."""
-    grant, queue = stack.one(QUEUE_MEMBER), stack.one(QUEUE)
-    assert (grant.inputs["project"], grant.inputs["location"], grant.inputs["name"]) == (
-        queue.inputs["project"],
-        queue.inputs["location"],
-        queue.outputs["name"],
-    )
+def test_queue_grants_are_on_the_stack_queue(stack: StackRun) -> None:
+    """Each queue grant must name one of the stack's queues (project, location, name), or
+    the call it is for is refused with PERMISSION_DENIED."""
+    queues = {
+        (q.inputs["project"], q.inputs["location"], q.outputs["name"]) for q in stack.of_type(QUEUE)
+    }
+    assert len(queues) == 2
+    grants = stack.of_type(QUEUE_MEMBER)
+    assert {g.inputs["name"] for g in grants} == {name for _, _, name in queues}
+    for grant in grants:
+        assert (grant.inputs["project"], grant.inputs["location"], grant.inputs["name"]) in queues
 
 
 def test_session_key_only_reaches_the_task_app_through_secret_manager(stack: StackRun) -> None:

@@ -32,12 +32,20 @@ def failure(overrides: dict[str, str | None], stack_file: str = "Pulumi.dev.yaml
         ("maxAttempts", "-2", ["-2", "at least -1"]),
         ("minBackoff", "-1s", ["-1s", "must not be negative"]),
         ("maxRetryDuration", "1h", ["'1h'", "duration in seconds"]),
-        ("maxDoublings", "-1", ["-1", "at least 0"]),
+        ("maxDoublings", "-1", ["-1", "at least 1"]),
+        ("maxDoublings", "0", ["0", "never sends 0", "default (16 doublings)", "write 1"]),
+        ("maxAttempts", "0", ["0", "never sends 0", "default (100 attempts)", "write 1"]),
+        ("loggingSamplingRatio", "0", ["'0'", "never sends 0", 'write "" (empty)']),
+        ("loggingSamplingRatio", "0.0", ["'0.0'", "never sends 0", 'write "" (empty)']),
+        ("workerMemory", "9Gi", ["'9Gi'", "2 CPUs allow at most 8Gi", "4 CPUs or more"]),
+        ("workerMemory", "33Gi", ["'33Gi'", "at most 32Gi"]),
+        ("taskAppMemory", "5Gi", ["'5Gi'", "1 CPU allows at most 4Gi", "2 CPUs or more"]),
+        ("taskAppCpu", "3", ["'3'", "1, 2, 4, 6, 8"]),
         ("workerTimeout", "10s", ["'10s'", "15s to 1800s"]),
         ("workerTimeout", "1801s", ["'1801s'", "15s to 1800s"]),
         ("workerCpu", "3", ["'3'", "1, 2, 4, 6, 8"]),
         ("workerMemory", "2GB", ["'2GB'", "512Mi or 2Gi"]),
-        ("loggingSamplingRatio", "1.5", ["'1.5'", "0.0 to 1.0"]),
+        ("loggingSamplingRatio", "1.5", ["'1.5'", "at most 1.0"]),
         ("deletionProtection", "maybe", ["'maybe'", "boolean"]),
         ("taskAppImage", "nginx:latest", ["'nginx:latest'", "by digest"]),
         ("maxAttempt", "5", ["maxAttempt", "unknown setting", "did you mean maxAttempts"]),
@@ -46,7 +54,7 @@ def failure(overrides: dict[str, str | None], stack_file: str = "Pulumi.dev.yaml
 def test_bad_setting_stops_the_program_before_any_resource(
     key: str, value: str, expected: list[str]
 ) -> None:
-    """Issue 2's validation list: each bad value is refused with a message naming the key,
+    """Each bad value is refused with a message naming the key,
     the value and the rule, as a RunError (the CLI prints it without a traceback), and
     nothing at all was declared or called."""
     error = failure({KEY + key: value})
@@ -109,7 +117,7 @@ def test_config_from_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("stack_file", STACK_FILES)
 def test_promoting_digests_deploys_them_without_building(stack_file: str) -> None:
-    """Item 3: an environment can deploy the exact images another one ran (by digest):
+    """An environment can deploy the exact images another one ran (by digest):
     nothing is built or pushed, no registry token is requested, and the services and the
     outputs carry the given references."""
     refs = {
@@ -120,7 +128,8 @@ def test_promoting_digests_deploys_them_without_building(stack_file: str) -> Non
         stack_file, {KEY + "taskAppImage": refs["task-app"], KEY + "workerImage": refs["worker"]}
     )
     assert run.of_type(IMAGE) == []
-    assert run.calls == []
+    # No registry token: the one lookup left is the project's number (the worker's URL).
+    assert [c.token for c in run.calls] == ["gcp:organizations/getProject:getProject"]
     for name, ref in refs.items():
         assert container(service_named(run, name))["image"] == ref
     assert (run.outputs["taskAppImage"], run.outputs["workerImage"]) == (
@@ -138,3 +147,39 @@ def test_promoting_one_image_still_builds_the_other() -> None:
     assert built.inputs["imageName"].endswith("/task-app")
     assert container(service_named(run, "worker"))["image"] == ref
     assert container(service_named(run, "task-app"))["image"] == built.outputs["repoDigest"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "allowed"),
+    [
+        ("1", "4Gi", True),
+        ("1", "4097Mi", False),
+        ("2", "8Gi", True),
+        ("2", "9Gi", False),
+        ("4", "16Gi", True),
+        ("4", "17Gi", False),
+        ("6", "24Gi", True),
+        ("6", "25Gi", False),
+        ("8", "32Gi", True),
+        ("4", "1Gi", False),
+    ],
+)
+def test_memory_is_held_to_what_the_cpus_allow(cpu: str, memory: str, allowed: bool) -> None:
+    """Cloud Run's table (components/data/cloud_run_limits.json), at each edge."""
+    overrides: dict[str, str | None] = {KEY + "workerCpu": cpu, KEY + "workerMemory": memory}
+    if allowed:
+        run = run_stack("Pulumi.dev.yaml", overrides)
+        limits = container(service_named(run, "worker"))["resources"]["limits"]
+        assert limits == {"cpu": cpu, "memory": memory}
+    else:
+        message = str(failure(overrides))
+        assert f"{KEY}workerMemory = {memory!r}" in message
+        assert f"{KEY}workerCpu = {cpu}" in message
+
+
+def test_the_cpu_memory_table_names_its_source() -> None:
+    from stack_settings import MEMORY_BY_CPU, cloud_run_limits_source
+
+    assert cloud_run_limits_source().startswith("https://cloud.google.com/run/docs/")
+    assert sorted(MEMORY_BY_CPU) == [1, 2, 4, 6, 8]
+    assert [MEMORY_BY_CPU[c].max_mib // 1024 for c in (1, 2, 4, 6, 8)] == [4, 8, 16, 24, 32]

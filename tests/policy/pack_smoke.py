@@ -43,6 +43,10 @@ BREACHES: dict[str, tuple[str, dict[str, Any]]] = {
         "gcp:projects/iAMMember:IAMMember",
         {"project": "p", "role": "roles/editor", "member": "user:someone@example.com"},
     ),
+    "iam-least-privilege-roles": (
+        "gcp:cloudtasks/queueIamMember:QueueIamMember",
+        {"name": "jobs", "role": "roles/cloudtasks.admin", "member": "serviceAccount:a@p"},
+    ),
     "cloud-run-dedicated-service-account": (
         "gcp:cloudrunv2/service:Service",
         {"name": "worker", "template": {"containers": [{"image": "x"}]}},

@@ -269,6 +269,45 @@ def test_resource_level_grants_are_not_hierarchy_iam() -> None:
         )
 
 
+# ---- least-privilege roles -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "target", "role"),
+    [
+        (QUEUE_MEMBER, {"name": "jobs"}, "roles/cloudtasks.admin"),
+        (QUEUE_MEMBER, {"name": "jobs"}, "roles/cloudtasks.editor"),
+        (QUEUE_MEMBER, {"name": "jobs"}, "roles/run.invoker"),
+        (V2_MEMBER, {"name": "worker"}, "roles/run.admin"),
+        (SA_MEMBER, {"serviceAccountId": "projects/p/serviceAccounts/a@p"}, "roles/owner"),
+        (
+            "gcp:secretmanager/secretIamMember:SecretIamMember",
+            {"secretId": "s"},
+            "roles/secretmanager.admin",
+        ),
+    ],
+)
+def test_a_wider_role_than_the_kind_allows_is_a_violation(
+    resource_type: str, target: dict[str, str], role: str
+) -> None:
+    """Least privilege: a role outside the small set allowed on its kind of resource is
+    caught, naming the role and what is allowed instead."""
+    grant = props(**target, role=role, member=f"serviceAccount:{TASK_APP_SA}")
+    [message] = stack_rules.least_privilege_roles(resource_type, grant, PROD)
+    assert role in message
+    assert "grants only" in message
+
+
+def test_the_stack_roles_are_least_privilege() -> None:
+    """Least privilege: the stack's own grants pass."""
+    for resource in reference_stack():
+        assert stack_rules.least_privilege_roles(resource.resource_type, resource.props, PROD) == []
+    viewer = props(
+        name="jobs", role="roles/cloudtasks.viewer", member=f"serviceAccount:{TASK_APP_SA}"
+    )
+    assert stack_rules.least_privilege_roles(QUEUE_MEMBER, viewer, PROD) == []
+
+
 # ---- dedicated service account ---------------------------------------------------------
 
 
@@ -447,5 +486,5 @@ def test_each_breach_is_reported_by_its_own_rule() -> None:
 def test_rule_names_are_unique_and_every_rule_has_a_description() -> None:
     """CrossGuard refuses duplicate policy names; each rule explains itself."""
     names = [rule.name for rule in stack_rules.RULES]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 8
     assert all(rule.description and rule.check.__doc__ for rule in stack_rules.RULES)

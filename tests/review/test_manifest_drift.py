@@ -53,8 +53,8 @@ def test_every_stack_has_a_manifest_and_no_manifest_is_orphaned() -> None:
 
 
 def test_changed_setting_shows_as_a_readable_diff() -> None:
-    """Review value: changing one stack value changes one line, shown as -old/+new with the
-    hint to run `make manifest` (the manual check this test automates)."""
+    """Review value: changing one stack value changes only the lines that show it (both
+    queues' retry config, the services' copy of it and the retry plan), each as -old/+new."""
     attempts = load_stack_file("Pulumi.dev.yaml").max_attempts
     changed = render(
         run_stack("Pulumi.dev.yaml", overrides={"cloud-run-tasks:maxAttempts": attempts + 1})
@@ -62,8 +62,12 @@ def test_changed_setting_shows_as_a_readable_diff() -> None:
     diff = text_diff(generated("dev"), changed, "dev.txt (before)", "dev.txt (after)")
     removed = [line for line in diff.splitlines() if line.startswith("-") and "---" not in line]
     added = [line for line in diff.splitlines() if line.startswith("+") and "+++" not in line]
-    assert removed == [f"-      retryConfig.maxAttempts = {attempts}"]
-    assert added == [f"+      retryConfig.maxAttempts = {attempts + 1}"]
+    assert removed.count(f"-      retryConfig.maxAttempts = {attempts}") == 2  # both queues
+    assert added.count(f"+      retryConfig.maxAttempts = {attempts + 1}") == 2
+    assert sum(f'"maxAttempts": {attempts},' in line for line in removed) == 2  # both services
+    assert sum(f'"maxAttempts": {attempts + 1},' in line for line in added) == 2
+    assert sum(line.startswith("-      attempt 1 at 0 s") for line in removed) == 1  # the plan
+    assert len(removed) == len(added) == 5
 
 
 def test_manifest_is_deterministic_across_runs() -> None:
@@ -131,3 +135,30 @@ def test_unknown_stack_is_refused_naming_the_choices(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "'staging'" in err
     assert all(repr(stack) in err for stack in STACKS)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_manifest_shows_the_keep_rule_for_promoted_images(stack: str) -> None:
+    """dev's cleanup cannot delete what prod runs: the reviewed manifest shows a KEEP rule
+    for tagged versions whose tag starts with the promotion prefix."""
+    lines = [line.strip() for line in generated(stack).splitlines()]
+    [index] = [i for i, line in enumerate(lines) if line.endswith(".id = keep-promoted")]
+    rule = lines[index].split(".id = ")[0]
+    assert f"{rule}.action = KEEP" in lines
+    assert f"{rule}.condition.tagState = TAGGED" in lines
+    assert f"{rule}.condition.tagPrefixes[0] = prod-" in lines
+
+
+def test_the_manifest_shows_a_missing_grant_of_the_permission_map() -> None:
+    """A reviewer sees the permission map's verdict: with the task-app's list grant gone,
+    the call reads MISSING and the count says so."""
+    run = run_stack("Pulumi.dev.yaml")
+    assert "Missing or surplus: none" in render(run)
+    without = dataclasses.replace(
+        run, resources=[r for r in run.resources if r.name != "jobs-viewer-task-app"]
+    )
+    text = render(without)
+    assert "cloudtasks.tasks.list on queue jobs for serviceAccount:task-app@" in text
+    assert "Missing or surplus: 1" in text
+    listed = [line for line in text.splitlines() if "cloudtasks.tasks.list on queue jobs " in line]
+    assert listed[0].endswith(": MISSING")

@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from stack_review import run_stack
+
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+
 WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 
@@ -139,6 +143,30 @@ def test_prod_deploys_the_digests_dev_runs(workflows: dict[str, Any]) -> None:
     }
     check = next(s for s in prod_steps if "sha256" in s.get("run", ""))
     assert prod_steps.index(read) < prod_steps.index(check) < prod_steps.index(up)
+
+
+def test_prod_tags_what_it_promotes_so_devs_cleanup_keeps_it(workflows: dict[str, Any]) -> None:
+    """Promotion cannot delete what prod runs: before prod's `pulumi up`, both digests dev
+    runs are tagged with a tag the registry's KEEP rule protects (the prefix is read from
+    what the stack declares, so the two cannot drift apart)."""
+    [keep] = [
+        policy
+        for policy in run_stack("Pulumi.dev.yaml").one(REPOSITORY).inputs["cleanupPolicies"]
+        if policy["action"] == "KEEP" and policy.get("condition", {}).get("tagPrefixes")
+    ]
+    assert keep["condition"]["tagState"] == "TAGGED"
+    [prefix] = keep["condition"]["tagPrefixes"]
+    prod_steps = workflows["deploy.yml"]["jobs"]["prod"]["steps"]
+    [tag] = [s for s in prod_steps if "docker tags add" in s.get("run", "")]
+    assert tag["env"]["TASK_APP_IMAGE"] == "${{ steps.dev.outputs.taskAppImage }}"
+    assert tag["env"]["WORKER_IMAGE"] == "${{ steps.dev.outputs.workerImage }}"
+    assert tag["env"]["PROMOTED_TAG"].startswith(prefix)
+    assert '"$TASK_APP_IMAGE" "$WORKER_IMAGE"' in tag["run"]
+    assert '"${ref%@*}:$PROMOTED_TAG"' in tag["run"]
+    assert "${{" not in tag["run"]  # values through env only: no template injection
+    [auth] = [s for s in prod_steps if uses(s, "google-github-actions/auth")]
+    [up] = [s for s in prod_steps if uses(s, "pulumi/actions") and s["with"]["command"] == "up"]
+    assert prod_steps.index(auth) < prod_steps.index(tag) < prod_steps.index(up)
 
 
 def test_test_workflow_runs_the_projects_ci_entry_point(workflows: dict[str, Any]) -> None:
