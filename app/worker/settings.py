@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from service_common import contract
-from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
+from service_common.config import (
+    ConfigError,
+    audience_urls,
+    bounded_int,
+    http_url,
+    max_work_seconds,
+    optional,
+)
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
@@ -38,7 +43,9 @@ class WorkerSettings:
         """Read and check every setting; a ConfigError names the bad variable."""
         env = os.environ if environ is None else environ
         caller = optional(env, contract.OIDC_SERVICE_ACCOUNT)
-        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
+        audiences = audience_urls(
+            contract.OIDC_AUDIENCE.name, optional(env, contract.OIDC_AUDIENCE) or ""
+        )
         if caller is not None and not audiences:
             raise ConfigError(
                 f"{contract.OIDC_AUDIENCE.name} is not set: with "
@@ -59,36 +66,6 @@ class WorkerSettings:
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
         )
-
-
-LOOPBACK_NAMES = frozenset({"localhost"})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def audience_list(raw: str) -> tuple[str, ...]:
-    """OIDC_AUDIENCE's comma-separated URLs, each https (http only on a loopback host)."""
-    name = contract.OIDC_AUDIENCE.name
-    audiences = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        url = http_url(name, item)
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
-            raise ConfigError(
-                f"{name} holds {item!r}: an audience must be an https:// URL (http:// only "
-                "for a loopback host: localhost, 127.0.0.1, [::1])"
-            )
-        audiences.append(url)
-    return tuple(audiences)
 
 
 __all__ = ["ConfigError", "WorkerSettings"]
