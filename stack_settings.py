@@ -361,41 +361,64 @@ def _quietly(parse: Any, value: Any) -> Any:
         return None
 
 
-def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
-    """Rules between two settings, checked whenever both values parse on their own, so
-    that they are reported together with every other problem."""
+def _whole(v: Any) -> int:
+    if isinstance(v, bool) or not re.fullmatch(r"-?\d+", str(v).strip()):
+        raise ValueError(v)
+    return int(v)
 
+
+class _Raw:
+    """A stack's raw config, read by settings field name."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+
+    @staticmethod
     def key(field: str) -> str:
         return _config_key(field)
 
-    def value(field: str, parse: Any) -> Any:
-        return _quietly(parse, raw.get(key(field)))
+    def given(self, field: str) -> bool:
+        return self.key(field) in self.raw
 
-    def whole(v: Any) -> int:
-        if isinstance(v, bool) or not re.fullmatch(r"-?\d+", str(v).strip()):
-            raise ValueError(v)
-        return int(v)
+    def shown(self, field: str) -> Any:
+        return self.raw[self.key(field)]
 
+    def value(self, field: str, parse: Any) -> Any:
+        return _quietly(parse, self.raw.get(self.key(field)))
+
+
+def _ordered_problems(config: _Raw) -> list[str]:
+    """minBackoff <= maxBackoff and workerMinInstances <= workerMaxInstances."""
+    key = config.key
     problems = []
-    low, high = value("min_backoff", _parse_duration), value("max_backoff", _parse_duration)
+    low = config.value("min_backoff", _parse_duration)
+    high = config.value("max_backoff", _parse_duration)
     if low is not None and high is not None and low > high:
         problems.append(
-            f"{key('min_backoff')} = {raw[key('min_backoff')]!r}: must be at most "
-            f"{key('max_backoff')} ({raw[key('max_backoff')]!r})"
+            f"{key('min_backoff')} = {config.shown('min_backoff')!r}: must be at most "
+            f"{key('max_backoff')} ({config.shown('max_backoff')!r})"
         )
-    low, high = value("worker_min_instances", whole), value("worker_max_instances", whole)
+    low = config.value("worker_min_instances", _whole)
+    high = config.value("worker_max_instances", _whole)
     if low is not None and high is not None and low > high:
         problems.append(
             f"{key('worker_min_instances')} = {low!r}: must be at most "
             f"{key('worker_max_instances')} ({high!r})"
         )
+    return problems
+
+
+def _memory_problems(config: _Raw) -> list[str]:
+    """Each service's CPU is one of Cloud Run's choices and its memory within what they allow."""
+    key = config.key
+    problems = []
     choices = ", ".join(map(str, sorted(MEMORY_BY_CPU)))
     for service in ("worker", "task_app"):
         cpu_field, memory_field = f"{service}_cpu", f"{service}_memory"
-        cpu, memory = value(cpu_field, whole), value(memory_field, _check_memory)
-        if key(cpu_field) in raw and cpu not in MEMORY_BY_CPU:
+        cpu, memory = config.value(cpu_field, _whole), config.value(memory_field, _check_memory)
+        if config.given(cpu_field) and cpu not in MEMORY_BY_CPU:
             problems.append(
-                f"{key(cpu_field)} = {raw[key(cpu_field)]!r}: "
+                f"{key(cpu_field)} = {config.shown(cpu_field)!r}: "
                 f"must be one of {choices} (Cloud Run's CPU choices)"
             )
         elif cpu is not None and memory is not None:
@@ -405,6 +428,13 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
                     f"{key(memory_field)} = {memory!r}: {problem} ({key(cpu_field)} = {cpu})"
                 )
     return problems
+
+
+def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Rules between two settings, checked whenever both values parse on their own, so
+    that they are reported together with every other problem."""
+    config = _Raw(raw)
+    return _ordered_problems(config) + _memory_problems(config)
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:

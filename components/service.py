@@ -166,8 +166,8 @@ class CloudRunService(pulumi.ComponentResource):
         self.register_outputs({"uri": self.uri})
 
 
-def _check(name: str, args: CloudRunServiceArgs) -> None:
-    """Every argument problem at once, each naming the value and what is allowed."""
+def _resource_problems(args: CloudRunServiceArgs) -> list[str]:
+    """CPU, memory (within what the CPUs allow), concurrency, timeout and scaling."""
     problems = []
     if args.cpu not in CPU_CHOICES:
         problems.append(f"cpu = {args.cpu!r}: must be one of 1, 2, 4, 6, 8")
@@ -186,6 +186,12 @@ def _check(name: str, args: CloudRunServiceArgs) -> None:
             f"min_instances = {args.min_instances}, max_instances = {args.max_instances}: "
             "need 0 <= min <= max and max >= 1"
         )
+    return problems
+
+
+def _access_problems(args: CloudRunServiceArgs) -> list[str]:
+    """Ingress, invokers (public only through the explicit flag), environment and probe."""
+    problems = []
     if args.ingress not in INGRESS:
         problems.append(f"ingress = {args.ingress!r}: must be one of {sorted(INGRESS)}")
     public_invokers = [m for m in args.invokers.values() if m in PUBLIC_MEMBERS]
@@ -201,5 +207,11 @@ def _check(name: str, args: CloudRunServiceArgs) -> None:
         )
     if not args.health_path.startswith("/"):
         problems.append(f"health_path = {args.health_path!r}: must start with /")
+    return problems
+
+
+def _check(name: str, args: CloudRunServiceArgs) -> None:
+    """Every argument problem at once, each naming the value and what is allowed."""
+    problems = _resource_problems(args) + _access_problems(args)
     if problems:
         raise ValueError(f"CloudRunService {name}: " + "; ".join(problems))

@@ -256,7 +256,7 @@ def build_plan(
             contract.SECRET_KEY.name: DEV_SECRET_KEY,
             contract.QUEUE_RETRY_CONFIG.name: settings.retry_config_json(),
             contract.DEAD_LETTER_QUEUE.name: settings.dead_letter_queue_id,
-            contract.CLOUD_TASKS_EMULATOR_HOST.name: emulator_address,
+            contract.CLOUD_TASKS_API_ENDPOINT.name: rest_url,
             **identity_env(host, ports.task_app_metadata, state_dir / TASK_APP / "gcloud"),
         },
         health_url=f"{base}{ports.task_app}/healthz",

@@ -53,10 +53,6 @@ MAX_REQUEST_THREADS = 64
 QUEUE = Variable("QUEUE", "the queue's full id, projects/P/locations/L/queues/Q")
 WORKER_URL = Variable("WORKER_URL", "the worker's base URL; every task is POSTed to it + /tasks")
 SECRET_KEY = Variable("SECRET_KEY", "the session and CSRF key (from Secret Manager on Cloud Run)")
-CLOUD_TASKS_EMULATOR_HOST = Variable(
-    "CLOUD_TASKS_EMULATOR_HOST",
-    "host:port of a local Cloud Tasks (insecure gRPC); unset on Cloud Run",
-)
 CLOUD_TASKS_TIMEOUT_SECONDS = Variable(
     "CLOUD_TASKS_TIMEOUT_SECONDS", "timeout of each Cloud Tasks call, in seconds"
 )
@@ -115,7 +111,7 @@ TASK_APP_VARIABLES = (
     OIDC_SERVICE_ACCOUNT,
     DISPATCH_DEADLINE_SECONDS,
     SECRET_KEY,
-    CLOUD_TASKS_EMULATOR_HOST,
+    CLOUD_TASKS_API_ENDPOINT,
     CLOUD_TASKS_TIMEOUT_SECONDS,
     QUEUE_RETRY_CONFIG,
     DEAD_LETTER_QUEUE,

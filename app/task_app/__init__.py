@@ -1,7 +1,8 @@
 """task-app: the public service with the "Schedule task" button and a JSON API.
 
 ``create_app()`` reads its settings from the environment (QUEUE and WORKER_URL required)
-and fails at start with a message naming a missing or bad variable.
+and fails at start with a message naming a missing or bad variable; ``create_app(settings)``
+takes them as ``TaskAppSettings`` instead.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from service_common.config import ConfigError
+from service_common.health import health
 from service_common.logs import configure_logging, project_id_for_traces
 from service_common.web import (
     add_security_headers,
@@ -24,7 +26,10 @@ from service_common.web import (
 
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
-from task_app.views import api, health, pages
+from task_app.views import api, pages
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +56,24 @@ def _render_error(status: int, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, message=message), status
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build task-app from the environment; ``config`` overrides Flask settings."""
-    configure_logging("task-app", project_id_for_traces(os.environ))
-    try:
-        settings = TaskAppSettings.from_env()
-    except ConfigError as error:
-        logger.error("task-app cannot start: %s", error)
-        raise
+def create_app(
+    settings: TaskAppSettings | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
+) -> Flask:
+    """Build task-app from ``settings`` (None: read from the environment, as in the
+    container); ``config`` overrides Flask settings; ``credentials`` are those of the Cloud
+    Tasks calls (None: google-auth's default credentials, as on Cloud Run)."""
+    if settings is None:
+        # Structured from the first line, so that a refused start is logged as one.
+        configure_logging("task-app", project_id_for_traces(os.environ))
+        try:
+            settings = TaskAppSettings.from_env()
+        except ConfigError as error:
+            logger.error("task-app cannot start: %s", error)
+            raise
+    configure_logging("task-app", settings.project)
 
     app = Flask(__name__)
     app.session_interface = _SessionInterface()
@@ -71,7 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.extensions["task_app.settings"] = settings
-    app.extensions["task_app.cloud_tasks"] = CloudTasksGateway(settings)
+    app.extensions["task_app.cloud_tasks"] = CloudTasksGateway(settings, credentials)
 
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # JSON only; see views.create_tasks
@@ -86,7 +101,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "task-app ready: queue %s, worker %s%s",
         settings.queue,
         settings.worker_tasks_url,
-        f", Cloud Tasks emulator at {settings.emulator_host}" if settings.emulator_host else "",
+        f", Cloud Tasks at {settings.api_endpoint}" if settings.api_endpoint else "",
     )
     return app
 

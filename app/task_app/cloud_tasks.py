@@ -1,9 +1,11 @@
 """task-app's only door to Cloud Tasks: creating the worker's tasks and listing the queue.
 
-One CloudTasksClient per process, created on first use (gRPC channels do not survive a fork,
-and a missing credential must become a 503, not a crash at start). With
-CLOUD_TASKS_EMULATOR_HOST set, the same client talks to a local emulator over an insecure
-channel; otherwise it uses Google's endpoint with the instance's credentials.
+One CloudTasksClient per process, created on first use: a missing credential must become a
+503, not a crash at start, and the client library (about a second of imports) is then not
+paid for before the first request that needs it. The client is the same locally and on
+Cloud Run: REST, google-auth's default credentials (on Cloud Run, and under the local
+runner, the metadata server's token for the service's own account), Google's endpoint or
+the one CLOUD_TASKS_API_ENDPOINT names.
 """
 
 from __future__ import annotations
@@ -14,16 +16,14 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-
-import grpc
-from google.api_core import exceptions as api_exceptions
-from google.auth import exceptions as auth_exceptions
-from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from google.rpc import code_pb2
+from typing import TYPE_CHECKING, Any
 
 from task_app.options import TaskOptions
 from task_app.settings import TaskAppSettings
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+    from google.cloud import tasks_v2
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +64,55 @@ def short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _code_name(error: api_exceptions.GoogleAPICallError) -> str:
-    code = error.grpc_status_code
-    return code.name if code is not None else str(error.code)
+def _api_failure(error: Any) -> _Failure:
+    """The status name, Cloud Tasks' own message and any missing permission of a failed
+    call.
+
+    Over REST the HTTP status alone is ambiguous (409 is ALREADY_EXISTS or ABORTED), so the
+    name comes from Google's JSON error body when it has one.
+    """
+    name = None
+    message = error.message
+    response = getattr(error, "response", None)
+    try:
+        body = response.json()["error"] if response is not None else {}
+        name = body.get("status") or None
+        message = body.get("message") or message
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    if name is None:
+        code = error.grpc_status_code
+        name = code.name if code is not None else str(error.code)
+    return _Failure(name, str(message), missing_permission(name, str(message), error))
 
 
-def missing_permission(error: api_exceptions.GoogleAPICallError) -> str | None:
+def missing_permission(status: str, message: str, error: Any = None) -> str | None:
     """The IAM permission a PERMISSION_DENIED says the caller lacks, when it names one."""
-    if error.grpc_status_code is not grpc.StatusCode.PERMISSION_DENIED:
+    if status != "PERMISSION_DENIED":
         return None
     metadata = getattr(error, "metadata", None) or {}
     if isinstance(metadata.get("permission"), str):
         return str(metadata["permission"])
-    match = _LACKS_PERMISSION.search(error.message or "")
+    match = _LACKS_PERMISSION.search(message)
     return match.group(1) if match else None
+
+
+def _transport_status(error: Exception) -> str:
+    """The status a failure to send stands for, named as the API would: a timeout after
+    sending is DEADLINE_EXCEEDED (the call may have happened), anything else UNAVAILABLE."""
+    import requests
+
+    if isinstance(error, requests.Timeout) and not isinstance(error, requests.ConnectTimeout):
+        return "DEADLINE_EXCEEDED"
+    return "UNAVAILABLE"
+
+
+def _send_errors() -> tuple[type[Exception], ...]:
+    """Failures to send a call at all: no credentials, no connection, a broken answer."""
+    import requests
+    from google.auth import exceptions as auth_exceptions
+
+    return (auth_exceptions.GoogleAuthError, requests.RequestException, ValueError)
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -86,6 +121,8 @@ def _iso(value: datetime.datetime | None) -> str | None:
 
 def describe_task(task: tasks_v2.Task) -> dict[str, object]:
     """The fields the page shows for one task."""
+    from google.rpc import code_pb2
+
     last_status: dict[str, object] | None = None
     last_attempt_time = None
     if "last_attempt" in task:
@@ -115,8 +152,10 @@ def describe_task(task: tasks_v2.Task) -> dict[str, object]:
 class CloudTasksGateway:
     """Creates the worker's HTTP tasks on the configured queue and lists the queue."""
 
-    def __init__(self, settings: TaskAppSettings) -> None:
+    def __init__(self, settings: TaskAppSettings, credentials: Credentials | None = None) -> None:
+        """``credentials`` None: google-auth's default credentials, as on Cloud Run."""
         self._settings = settings
+        self._credentials = credentials
         self._client: tasks_v2.CloudTasksClient | None = None
         self._lock = threading.Lock()
         self._list_slots = threading.BoundedSemaphore(MAX_CONCURRENT_LISTS)
@@ -124,18 +163,18 @@ class CloudTasksGateway:
     def _get_client(self) -> tasks_v2.CloudTasksClient:
         with self._lock:
             if self._client is None:
-                host = self._settings.emulator_host
-                if host:
-                    channel = grpc.insecure_channel(host)
-                    self._client = tasks_v2.CloudTasksClient(
-                        transport=CloudTasksGrpcTransport(channel=channel)
-                    )
-                else:
-                    self._client = tasks_v2.CloudTasksClient()
+                from google.cloud import tasks_v2
+
+                endpoint = self._settings.api_endpoint
+                self._client = tasks_v2.CloudTasksClient(
+                    transport="rest",
+                    credentials=self._credentials,
+                    client_options={"api_endpoint": endpoint} if endpoint else None,
+                )
             return self._client
 
     def close(self) -> None:
-        """Close the client's channel (at process exit)."""
+        """Close the client's connections (at process exit)."""
         with self._lock:
             if self._client is not None:
                 self._client.transport.close()
@@ -145,6 +184,8 @@ class CloudTasksGateway:
         self, options: TaskOptions, task_id: str | None, now: datetime.datetime
     ) -> tasks_v2.Task:
         """The Cloud Tasks task that makes the worker do what ``options`` ask."""
+        from google.cloud import tasks_v2
+
         settings = self._settings
         http_request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
@@ -178,48 +219,26 @@ class CloudTasksGateway:
         outcome = CreateOutcome(requested=options.count)
         now = datetime.datetime.now(datetime.UTC)
         for position, task_id in enumerate(options.task_ids(), start=1):
-            task = self.build_task(options, task_id, now)
-            try:
-                created = self._get_client().create_task(
-                    request=tasks_v2.CreateTaskRequest(parent=self._settings.queue, task=task),
-                    timeout=self._settings.api_timeout_seconds,
-                    # No automatic retry: a retried CreateTask without a name could create
-                    # the task twice. The caller may retry with a task_id instead.
-                    retry=None,
-                )
-            except api_exceptions.AlreadyExists:
+            result = self._create_one(options, task_id, now)
+            if isinstance(result, _Failure):
+                failure = result
                 outcome.failed_position = position
-                outcome.already_exists = True
-                outcome.error = (
-                    f"a task named {task_id!r} already exists or existed recently in queue "
-                    f"{self._settings.queue_id!r}; Cloud Tasks refuses the same name again for "
-                    "a while (de-duplication)"
-                )
-                logger.warning("CreateTask refused a duplicate name: %s", task_id)
+                outcome.already_exists = failure.status == "ALREADY_EXISTS"
+                outcome.outcome_unknown = failure.status == "DEADLINE_EXCEEDED"
+                outcome.error = self._failure_message(failure, position, options.count, task_id)
+                if outcome.already_exists:
+                    logger.warning("CreateTask refused a duplicate name: %s", task_id)
+                else:
+                    logger.error(
+                        "CreateTask failed for task %d of %d with %s: %s",
+                        position,
+                        options.count,
+                        failure.status,
+                        failure.message,
+                        extra={"json_fields": {"created_before_failure": outcome.created}},
+                    )
                 break
-            except api_exceptions.GoogleAPICallError as error:
-                outcome.failed_position = position
-                code = _code_name(error)
-                outcome.outcome_unknown = code == "DEADLINE_EXCEEDED"
-                outcome.error = self._failure_message(
-                    code, position, options.count, missing_permission(error)
-                )
-                logger.error(
-                    "CreateTask failed for task %d of %d with %s: %s",
-                    position,
-                    options.count,
-                    code,
-                    error.message,
-                    extra={"json_fields": {"created_before_failure": outcome.created}},
-                )
-                break
-            except (auth_exceptions.GoogleAuthError, grpc.RpcError, ValueError) as error:
-                # No credentials or a broken channel: the same for the user as an outage.
-                outcome.failed_position = position
-                outcome.error = self._failure_message(type(error).__name__, position, options.count)
-                logger.error("CreateTask could not be sent: %r", error)
-                break
-            outcome.created.append(short_id(created.name))
+            outcome.created.append(short_id(result.name))
         if outcome.created:
             logger.info(
                 "created %d of %d tasks",
@@ -228,6 +247,30 @@ class CloudTasksGateway:
                 extra={"json_fields": {"tasks": outcome.created}},
             )
         return outcome
+
+    def _create_one(
+        self, options: TaskOptions, task_id: str | None, now: datetime.datetime
+    ) -> tasks_v2.Task | _Failure:
+        """One CreateTask call: the created task, or why there is none."""
+        from google.api_core import exceptions as api_exceptions
+        from google.cloud import tasks_v2
+
+        try:
+            client = self._get_client()
+            return client.create_task(
+                request=tasks_v2.CreateTaskRequest(
+                    parent=self._settings.queue, task=self.build_task(options, task_id, now)
+                ),
+                timeout=self._settings.api_timeout_seconds,
+                # No automatic retry: a retried CreateTask without a name could create
+                # the task twice. The caller may retry with a task_id instead.
+                retry=None,
+            )
+        except api_exceptions.GoogleAPICallError as error:
+            return _api_failure(error)
+        except _send_errors() as error:
+            # No credentials or no connection: the same for the user as an outage.
+            return _Failure(_transport_status(error), repr(error))
 
     def _lacks(self, permission: str | None) -> str:
         if permission is None:
@@ -238,19 +281,25 @@ class CloudTasksGateway:
         )
 
     def _failure_message(
-        self, code: str, position: int, count: int, permission: str | None = None
+        self, failure: _Failure, position: int, count: int, task_id: str | None
     ) -> str:
         which = f"task {position} of {count}" if count > 1 else "the task"
-        if code == "DEADLINE_EXCEEDED":
+        if failure.status == "ALREADY_EXISTS":
+            return (
+                f"a task named {task_id!r} already exists or existed recently in queue "
+                f"{self._settings.queue_id!r}; Cloud Tasks refuses the same name again for "
+                "a while (de-duplication)"
+            )
+        if failure.status == "DEADLINE_EXCEEDED":
             return (
                 f"Cloud Tasks did not answer within {self._settings.api_timeout_seconds:g} s "
                 f"while creating {which}; it may or may not have been created. "
                 "Tasks after it were not created."
             )
         return (
-            f"Cloud Tasks is unavailable ({code}): {which} was not created"
+            f"Cloud Tasks is unavailable ({failure.status}): {which} was not created"
             + (", nor any after it." if position < count else ".")
-            + (self._lacks(permission) or " Try again later.")
+            + (self._lacks(failure.permission) or " Try again later.")
         )
 
     def list_tasks(self) -> list[dict[str, object]]:
@@ -266,6 +315,9 @@ class CloudTasksGateway:
             self._list_slots.release()
 
     def _list_first_page(self) -> list[dict[str, object]]:
+        from google.api_core import exceptions as api_exceptions
+        from google.cloud import tasks_v2
+
         try:
             pager = self._get_client().list_tasks(
                 request=tasks_v2.ListTasksRequest(
@@ -276,16 +328,28 @@ class CloudTasksGateway:
             )
             first_page = next(iter(pager.pages), None)
         except api_exceptions.GoogleAPICallError as error:
-            logger.error("ListTasks failed with %s: %s", _code_name(error), error.message)
+            failure = _api_failure(error)
+            logger.error("ListTasks failed with %s: %s", failure.status, failure.message)
             raise CloudTasksUnavailable(
-                f"Cloud Tasks is unavailable ({_code_name(error)}): cannot list the queue's tasks."
-                + self._lacks(missing_permission(error))
+                f"Cloud Tasks is unavailable ({failure.status}): cannot list the queue's tasks."
+                + self._lacks(failure.permission)
             ) from error
-        except (auth_exceptions.GoogleAuthError, grpc.RpcError, ValueError) as error:
+        except _send_errors() as error:
             logger.error("ListTasks could not be sent: %r", error)
             raise CloudTasksUnavailable(
-                "Cloud Tasks is unavailable: cannot list the queue's tasks"
+                f"Cloud Tasks is unavailable ({_transport_status(error)}): "
+                "cannot list the queue's tasks"
             ) from error
         if first_page is None:
             return []
         return [describe_task(task) for task in first_page.tasks]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A call that did not succeed: the API's status name, its message, and the IAM
+    permission it says the caller lacks, if any."""
+
+    status: str
+    message: str
+    permission: str | None = None

@@ -37,7 +37,8 @@ class TaskAppSettings:
     oidc_audience: str
     dispatch_deadline_seconds: int
     secret_key: str
-    emulator_host: str | None
+    # The Cloud Tasks API's base URL; None: Google's.
+    api_endpoint: str | None
     api_timeout_seconds: float
 
     @property
@@ -57,6 +58,7 @@ class TaskAppSettings:
             contract.WORKER_URL.name,
             required(env, contract.WORKER_URL, "the worker's base URL, e.g. https://..."),
         )
+        endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT)
         secret_key = optional(env, contract.SECRET_KEY)
         if secret_key is None:
             # Sessions (flash messages, CSRF) then last only as long as this process.
@@ -85,7 +87,9 @@ class TaskAppSettings:
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
             secret_key=secret_key,
-            emulator_host=optional(env, contract.CLOUD_TASKS_EMULATOR_HOST),
+            api_endpoint=(
+                http_url(contract.CLOUD_TASKS_API_ENDPOINT.name, endpoint) if endpoint else None
+            ),
             api_timeout_seconds=bounded_float(
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),

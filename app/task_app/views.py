@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 pages = Blueprint("pages", __name__)
 api = Blueprint("api", __name__)
-health = Blueprint("health", __name__)
 
 
 def _settings() -> TaskAppSettings:
@@ -144,9 +143,3 @@ def list_tasks() -> tuple[Response, int]:
     response = jsonify({"queue": _settings().queue_id, "tasks": tasks})
     response.headers["Cache-Control"] = "no-store"
     return response, 200
-
-
-@health.get("/healthz")
-def healthz() -> tuple[Response, int]:
-    """Startup/liveness probe: the process serves requests (Cloud Tasks is not consulted)."""
-    return jsonify({"status": "ok"}), 200

@@ -1,8 +1,8 @@
 """worker: takes the tasks Cloud Tasks delivers, logs them and does their (simulated) work.
 
 ``create_app()`` reads OIDC_SERVICE_ACCOUNT, OIDC_AUDIENCE, OIDC_CERTS_URL and
-DISPATCH_DEADLINE_SECONDS from the environment; token verification is on when
-OIDC_SERVICE_ACCOUNT is set.
+DISPATCH_DEADLINE_SECONDS from the environment (or takes them as ``WorkerSettings``); token
+verification is on when OIDC_SERVICE_ACCOUNT is set.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 from service_common.config import ConfigError
+from service_common.health import health
 from service_common.logs import configure_logging, project_id_for_traces
 from service_common.web import (
     add_security_headers,
@@ -23,7 +24,7 @@ from service_common.web import (
 
 from worker.auth import TokenVerifier
 from worker.settings import WorkerSettings
-from worker.views import health, tasks
+from worker.views import tasks
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,20 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1024 * 1024 + 64 * 1024
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the worker from the environment; ``config`` overrides Flask settings."""
-    configure_logging("worker", project_id_for_traces(os.environ))
-    try:
-        settings = WorkerSettings.from_env()
-    except ConfigError as error:
-        logger.error("worker cannot start: %s", error)
-        raise
+def create_app(
+    settings: WorkerSettings | None = None, config: Mapping[str, Any] | None = None
+) -> Flask:
+    """Build the worker from ``settings`` (None: read from the environment, as in the
+    container); ``config`` overrides Flask settings."""
+    if settings is None:
+        # Structured from the first line, so that a refused start is logged as one.
+        configure_logging("worker", project_id_for_traces(os.environ))
+        try:
+            settings = WorkerSettings.from_env()
+        except ConfigError as error:
+            logger.error("worker cannot start: %s", error)
+            raise
+    configure_logging("worker", settings.project)
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)

@@ -15,11 +15,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from google.auth import exceptions as auth_exceptions
-from google.auth import jwt as google_jwt
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class KeySet:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
-        self._session = session or requests.Session()
+        # None until the first fetch: requests loads then, not with the worker.
+        self._session = session
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
@@ -104,7 +106,11 @@ class KeySet:
             return dict(self._keys)
 
     def _fetch(self, now: float) -> None:
+        import requests
+
         self.fetches += 1
+        if self._session is None:
+            self._session = requests.Session()
         try:
             response = self._session.get(self._url, timeout=CERTS_FETCH_TIMEOUT_SECONDS)
         except requests.RequestException as error:
@@ -162,6 +168,10 @@ class TokenVerifier:
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthFailure(401, "missing bearer token")
         token = authorization.removeprefix("Bearer ").strip()
+        # google-auth's JWT code (and the crypto under it) loads with the first token, not
+        # with the worker, whose start-up it would otherwise lengthen by half.
+        from google.auth import jwt as google_jwt
+
         try:
             header = google_jwt.decode_header(token)
         except (ValueError, TypeError, auth_exceptions.GoogleAuthError) as error:

@@ -15,6 +15,7 @@ from service_common.config import (
     max_work_seconds,
     optional,
 )
+from service_common.logs import project_id_for_traces
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
@@ -29,6 +30,8 @@ class WorkerSettings:
     oidc_audiences: tuple[str, ...]
     oidc_certs_url: str
     dispatch_deadline_seconds: int
+    # The project the log lines' trace ids belong to; None: traces are not linked.
+    project: str | None = None
 
     @property
     def verify_tokens(self) -> bool:
@@ -65,6 +68,7 @@ class WorkerSettings:
                 minimum=contract.MIN_DISPATCH_DEADLINE_SECONDS,
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
+            project=project_id_for_traces(env),
         )
 
 

@@ -1,4 +1,4 @@
-"""worker's routes: POST /tasks (Cloud Tasks' deliveries) and GET /healthz.
+"""worker's route: POST /tasks (Cloud Tasks' deliveries); GET /healthz is service_common's.
 
 Status discipline, since Cloud Tasks retries anything but a 2xx:
 - 2xx: done, or a payload that can never succeed (logged at ERROR, acknowledged so it is
@@ -24,7 +24,6 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 tasks = Blueprint("tasks", __name__)
-health = Blueprint("health", __name__)
 
 CLOUD_TASKS_HEADERS = {
     "queue": "X-CloudTasks-QueueName",
@@ -151,9 +150,3 @@ def run_task() -> tuple[Response, int]:
     elapsed = time.monotonic() - started
     logger.info("task %s done in %.3f s", task, elapsed)
     return jsonify({"task": task, "acknowledged": True, "work_seconds": round(elapsed, 3)}), 200
-
-
-@health.get("/healthz")
-def healthz() -> tuple[Response, int]:
-    """Startup/liveness probe."""
-    return jsonify({"status": "ok"}), 200

@@ -1,8 +1,10 @@
-"""Fixtures for the services' tests: the fake Cloud Tasks endpoint, apps built from the
-environment, a local OIDC key server, and a reader for the JSON log lines."""
+"""Fixtures for the services' tests: the fake Cloud Tasks endpoint, apps built from settings
+objects (the environment is read by the settings tests only), a local OIDC key server, and
+a reader for the JSON log lines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -12,7 +14,10 @@ import pytest
 from fake_cloud_tasks import FakeCloudTasks
 from flask import Flask
 from flask.testing import FlaskClient
+from google.auth.credentials import AnonymousCredentials
 from services_support import QUEUE, TASK_APP_SA, WORKER_URL, OidcKeys
+from task_app.settings import TaskAppSettings
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture(scope="session")
@@ -31,28 +36,43 @@ def fake_tasks(fake_server: FakeCloudTasks) -> FakeCloudTasks:
 
 
 @pytest.fixture
-def task_app_env(monkeypatch: pytest.MonkeyPatch, fake_tasks: FakeCloudTasks) -> dict[str, str]:
-    env = {
-        "QUEUE": QUEUE,
-        "WORKER_URL": WORKER_URL,
-        "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
-        "DISPATCH_DEADLINE_SECONDS": "900",
-        "SECRET_KEY": "test-secret-key",
-        "CLOUD_TASKS_EMULATOR_HOST": fake_tasks.address,
-        "CLOUD_TASKS_TIMEOUT_SECONDS": "10",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
+def task_app_settings(fake_tasks: FakeCloudTasks) -> TaskAppSettings:
+    """task-app's settings, as the stack gives them, pointed at the fake Cloud Tasks."""
+    return TaskAppSettings.from_env(
+        {
+            "QUEUE": QUEUE,
+            "WORKER_URL": WORKER_URL,
+            "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
+            "DISPATCH_DEADLINE_SECONDS": "900",
+            "SECRET_KEY": "test-secret-key",
+            "CLOUD_TASKS_API_ENDPOINT": fake_tasks.url,
+            "CLOUD_TASKS_TIMEOUT_SECONDS": "10",
+        }
+    )
 
 
 @pytest.fixture
-def task_app(task_app_env: dict[str, str]) -> Iterator[Flask]:
+def make_task_app() -> Iterator[Callable[[TaskAppSettings], Flask]]:
+    """Builds task-apps from settings; their Cloud Tasks clients are closed afterwards. The
+    fake API asks for no credentials: the calls carry none."""
     from task_app import create_app
 
-    app = create_app()
-    yield app
-    app.extensions["task_app.cloud_tasks"].close()
+    apps: list[Flask] = []
+
+    def make(settings: TaskAppSettings) -> Flask:
+        apps.append(create_app(settings, credentials=AnonymousCredentials()))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.extensions["task_app.cloud_tasks"].close()
+
+
+@pytest.fixture
+def task_app(
+    task_app_settings: TaskAppSettings, make_task_app: Callable[[TaskAppSettings], Flask]
+) -> Flask:
+    return make_task_app(task_app_settings)
 
 
 @pytest.fixture
@@ -98,29 +118,35 @@ def oidc_keys() -> Iterator[OidcKeys]:
 
 
 @pytest.fixture
-def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OIDC_SERVICE_ACCOUNT", "OIDC_AUDIENCE", "OIDC_CERTS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DISPATCH_DEADLINE_SECONDS", "15")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "demo-project")
+def worker_settings() -> WorkerSettings:
+    """The worker's settings without token verification."""
+    return WorkerSettings.from_env(
+        {"DISPATCH_DEADLINE_SECONDS": "15", "GOOGLE_CLOUD_PROJECT": "demo-project"}
+    )
 
 
 @pytest.fixture
-def worker_client(worker_env: None) -> FlaskClient:
+def worker_client(worker_settings: WorkerSettings) -> FlaskClient:
     """The worker without token verification."""
     from worker import create_app
 
-    return create_app().test_client()
+    return create_app(worker_settings).test_client()
 
 
 @pytest.fixture
-def secured_worker_client(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
-) -> FlaskClient:
+def secured_settings(worker_settings: WorkerSettings, oidc_keys: OidcKeys) -> WorkerSettings:
+    """Token verification on, against the local key server, for the worker's URL."""
+    return dataclasses.replace(
+        worker_settings,
+        oidc_caller_email=TASK_APP_SA,
+        oidc_audiences=(WORKER_URL,),
+        oidc_certs_url=oidc_keys.url,
+    )
+
+
+@pytest.fixture
+def secured_worker_client(secured_settings: WorkerSettings) -> FlaskClient:
     """The worker verifying tokens against the local key server, for the worker's URL."""
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
-    monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
-    return create_app().test_client()
+    return create_app(secured_settings).test_client()

@@ -50,15 +50,18 @@ def _pinned_names(package: str) -> set[str]:
 
 
 def test_each_image_holds_only_its_own_dependencies() -> None:
-    """No Pulumi, emulator or test tooling in either image; the Cloud Tasks client only in
-    task-app, the token verifier's requests only where needed."""
+    """No Pulumi, emulator or test tooling in either image, nor a logging library (the
+    structured log lines are written with the standard library); the Cloud Tasks client
+    only in task-app, the token verifier's requests only where needed."""
     task_app, worker = _pinned_names("task_app"), _pinned_names("worker")
     for names in (task_app, worker):
-        assert {"flask", "gunicorn", "google-cloud-logging"} <= names
+        assert {"flask", "gunicorn"} <= names
         assert not names & {"pulumi", "pulumi-gcp", "pytest", "aiohttp", "pyjwt", "ruff"}
+        assert "google-cloud-logging" not in names
     assert "google-cloud-tasks" in task_app
     assert "flask-wtf" in task_app
     assert "google-cloud-tasks" not in worker
+    assert "grpcio" not in worker
     assert "flask-wtf" not in worker
     assert {"google-auth", "requests"} <= worker
 

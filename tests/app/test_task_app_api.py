@@ -3,6 +3,7 @@ port: the real google-cloud-tasks client, faked only at the network edge."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import threading
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
 from services_support import QUEUE, TASK_APP_SA, WORKER_URL
+from task_app.settings import TaskAppSettings
 
 
 def test_one_task_is_an_authenticated_json_post_to_the_worker(
@@ -99,17 +101,14 @@ def test_task_id_with_count_numbers_each_task(
 
 
 def test_without_service_account_no_token_is_requested(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+    task_app_settings: TaskAppSettings,
+    make_task_app: Callable[[TaskAppSettings], Flask],
+    fake_tasks: FakeCloudTasks,
 ) -> None:
-    """OIDC_SERVICE_ACCOUNT empty means tasks carry no OIDC token (a public worker)."""
-    from task_app import create_app
-
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", "")
-    app = create_app()
-    try:
-        assert app.test_client().post("/tasks", json={}).status_code == 201
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    """No service account (OIDC_SERVICE_ACCOUNT empty) means tasks carry no OIDC token (a
+    public worker)."""
+    app = make_task_app(dataclasses.replace(task_app_settings, oidc_service_account=None))
+    assert app.test_client().post("/tasks", json={}).status_code == 201
     assert "oidc_token" not in fake_tasks.create_requests[0].task.http_request
 
 
@@ -248,6 +247,25 @@ def test_api_failure_is_503_logged_and_the_process_keeps_serving(
     assert any(code.name in line["message"] for line in errors)
 
 
+def test_calls_carry_the_credentials_token(
+    task_app_settings: TaskAppSettings, fake_tasks: FakeCloudTasks
+) -> None:
+    """Every call is authorized by the credentials it was given (on Cloud Run, google-auth's
+    default ones: the service account's token from the metadata server)."""
+    from google.oauth2.credentials import Credentials
+    from task_app import create_app
+
+    app = create_app(task_app_settings, credentials=Credentials(token="the-token"))
+    try:
+        client = app.test_client()
+        assert client.post("/tasks", json={}).status_code == 201
+        assert client.get("/api/tasks").status_code == 200
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
+
+    assert fake_tasks.authorizations == ["Bearer the-token"] * 2
+
+
 def _denial(permission: str) -> str:
     return (
         f'The principal (user or service account) lacks IAM permission "{permission}" for the '
@@ -319,21 +337,17 @@ def test_fan_out_failure_reports_exactly_the_created_tasks(
 
 
 def test_slow_api_times_out_with_503_and_says_the_outcome_is_unknown(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+    task_app_settings: TaskAppSettings,
+    make_task_app: Callable[[TaskAppSettings], Flask],
+    fake_tasks: FakeCloudTasks,
 ) -> None:
     """CreateTask has a call timeout: a hung API gives a 503 in about that time, and the
     answer admits the task may exist (a timeout does not prove it was not created)."""
-    from task_app import create_app
-
-    monkeypatch.setenv("CLOUD_TASKS_TIMEOUT_SECONDS", "0.3")
     fake_tasks.delay("CreateTask", 1.5)
-    app = create_app()
-    try:
-        started = time.monotonic()
-        response = app.test_client().post("/tasks", json={})
-        elapsed = time.monotonic() - started
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    app = make_task_app(dataclasses.replace(task_app_settings, api_timeout_seconds=0.3))
+    started = time.monotonic()
+    response = app.test_client().post("/tasks", json={})
+    elapsed = time.monotonic() - started
 
     assert response.status_code == 503
     body = response.get_json()
@@ -343,24 +357,20 @@ def test_slow_api_times_out_with_503_and_says_the_outcome_is_unknown(
 
 
 def test_unreachable_api_is_503(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str]
+    task_app_settings: TaskAppSettings, make_task_app: Callable[[TaskAppSettings], Flask]
 ) -> None:
     """Nothing listening at the Cloud Tasks address: 503, not a crash."""
     import socket
 
-    from task_app import create_app
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", f"127.0.0.1:{closed_port}")
-    app = create_app()
-    try:
-        client = app.test_client()
-        created = client.post("/tasks", json={})
-        listed = client.get("/api/tasks")
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    settings = dataclasses.replace(
+        task_app_settings, api_endpoint=f"http://127.0.0.1:{closed_port}"
+    )
+    client = make_task_app(settings).test_client()
+    created = client.post("/tasks", json={})
+    listed = client.get("/api/tasks")
 
     assert created.status_code == 503
     assert "UNAVAILABLE" in created.get_json()["error"]
@@ -404,6 +414,7 @@ def test_list_tasks_reports_attempts(client: FlaskClient, fake_tasks: FakeCloudT
     }
     assert task["schedule_time"] is not None
     assert fake_tasks.list_requests[0].parent == QUEUE
+    assert fake_tasks.list_requests[0].page_size == 100
 
 
 def test_list_tasks_outage_is_503(client: FlaskClient, fake_tasks: FakeCloudTasks) -> None:
@@ -520,17 +531,17 @@ def test_method_not_allowed_keeps_the_allow_header(client: FlaskClient) -> None:
 
 
 def test_a_hung_cloud_tasks_holds_at_most_two_threads_for_at_most_the_timeout(
-    task_app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake_tasks: FakeCloudTasks
+    task_app_settings: TaskAppSettings,
+    make_task_app: Callable[[TaskAppSettings], Flask],
+    fake_tasks: FakeCloudTasks,
 ) -> None:
     """Eight tabs polling /api/tasks while ListTasks hangs: two calls wait on Cloud Tasks,
     each given up after the call timeout (503); the others are answered 503 at once, so
     the page's other requests still find free threads."""
-    from task_app import create_app
     from task_app.cloud_tasks import MAX_CONCURRENT_LISTS
 
-    monkeypatch.setenv("CLOUD_TASKS_TIMEOUT_SECONDS", "1.5")
     fake_tasks.delay("ListTasks", 5)
-    app = create_app()
+    app = make_task_app(dataclasses.replace(task_app_settings, api_timeout_seconds=1.5))
     answers: list[tuple[int, str, float]] = []
     lock = threading.Lock()
 

@@ -28,8 +28,15 @@ def test_good_environment_is_read() -> None:
     assert settings.worker_url == "https://worker.example.run.app"
     assert settings.worker_tasks_url == "https://worker.example.run.app/tasks"
     assert settings.dispatch_deadline_seconds == 900
-    assert settings.emulator_host is None
+    assert settings.api_endpoint is None  # Google's
     assert settings.oidc_service_account is None
+
+
+def test_the_cloud_tasks_endpoint_is_a_base_url() -> None:
+    """CLOUD_TASKS_API_ENDPOINT points the same REST client at another Cloud Tasks (the
+    local emulator's); the trailing slash is dropped."""
+    env = {**GOOD, "CLOUD_TASKS_API_ENDPOINT": "http://127.0.0.1:8125/"}
+    assert TaskAppSettings.from_env(env).api_endpoint == "http://127.0.0.1:8125"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +53,10 @@ def test_good_environment_is_read() -> None:
         ({"DISPATCH_DEADLINE_SECONDS": "1801"}, "between 15 and 1800"),
         ({"DISPATCH_DEADLINE_SECONDS": "ten"}, "DISPATCH_DEADLINE_SECONDS='ten' is not an integer"),
         ({"CLOUD_TASKS_TIMEOUT_SECONDS": "0"}, "CLOUD_TASKS_TIMEOUT_SECONDS=0.0 is out of range"),
+        (
+            {"CLOUD_TASKS_API_ENDPOINT": "127.0.0.1:8123"},
+            "CLOUD_TASKS_API_ENDPOINT='127.0.0.1:8123' is not a base URL",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(changes: dict[str, str | None], words: str) -> None:
@@ -66,6 +77,32 @@ def test_create_app_refuses_to_start_without_queue(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WORKER_URL", "https://w.example")
     with pytest.raises(ConfigError, match="QUEUE is not set"):
         create_app()
+
+
+def test_create_app_without_settings_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The container's ``create_app()`` takes every setting from the environment."""
+    from task_app import create_app
+
+    env = {
+        "QUEUE": QUEUE,
+        "WORKER_URL": "https://w.example",
+        "OIDC_SERVICE_ACCOUNT": "sa@p.iam.gserviceaccount.com",
+        "DISPATCH_DEADLINE_SECONDS": "321",
+        "SECRET_KEY": "from-the-environment",
+        "CLOUD_TASKS_TIMEOUT_SECONDS": "2.5",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    try:
+        settings = app.extensions["task_app.settings"]
+        assert settings == TaskAppSettings.from_env(env)
+        assert settings.dispatch_deadline_seconds == 321
+        assert app.config["SECRET_KEY"] == "from-the-environment"
+    finally:
+        app.extensions["task_app.cloud_tasks"].close()
 
 
 def test_gunicorn_process_stops_at_start_naming_the_missing_variable() -> None:

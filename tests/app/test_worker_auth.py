@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from services_support import TASK_APP_SA, WORKER_URL, OidcKeys
 from werkzeug.test import TestResponse
+from worker.settings import WorkerSettings
 
 
 def deliver_response(client: FlaskClient, token: str | None, **kwargs: object) -> TestResponse:
@@ -165,19 +167,21 @@ def test_bad_tokens_are_refused(
     assert deliver(secured_worker_client, make_token(oidc_keys)) == status
 
 
-def test_every_configured_audience_is_accepted_and_no_other(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
-) -> None:
+def test_every_configured_audience_is_accepted_and_no_other(oidc_keys: OidcKeys) -> None:
     """OIDC_AUDIENCE may list several URLs (the deterministic one and the one Cloud Run's
     uri gives); each is accepted, anything else is not."""
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
-    monkeypatch.setenv(
-        "OIDC_AUDIENCE", "https://worker-123456789012.europe-west1.run.app/, https://pinned.example"
+    settings = WorkerSettings.from_env(
+        {
+            "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
+            "OIDC_CERTS_URL": oidc_keys.url,
+            "OIDC_AUDIENCE": (
+                "https://worker-123456789012.europe-west1.run.app/, https://pinned.example"
+            ),
+        }
     )
-    client = create_app().test_client()
+    client = create_app(settings).test_client()
 
     assert deliver(client, oidc_keys.token(aud="https://pinned.example")) == 200
     assert (
@@ -198,7 +202,7 @@ def test_certificates_are_fetched_once_and_cached(
 
 
 def test_unreachable_certificates_are_503_so_the_task_is_retried(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
+    secured_settings: WorkerSettings, oidc_keys: OidcKeys
 ) -> None:
     """Failing to fetch the keys is the worker's problem, not the caller's: 5xx, so Cloud
     Tasks delivers the task again later, rather than a 401 that reads like a bad caller."""
@@ -209,12 +213,31 @@ def test_unreachable_certificates_are_503_so_the_task_is_retried(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
-    monkeypatch.setenv("OIDC_CERTS_URL", f"http://127.0.0.1:{port}/oauth2/v1/certs")
-    client = create_app().test_client()
+    closed = f"http://127.0.0.1:{port}/oauth2/v1/certs"
+    client = create_app(dataclasses.replace(secured_settings, oidc_certs_url=closed)).test_client()
 
     assert deliver(client, oidc_keys.token()) == 503
+
+
+def test_create_app_without_settings_reads_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, oidc_keys: OidcKeys
+) -> None:
+    """The container's ``create_app()`` takes the expected caller, its keys and the
+    audience from the environment: verification is on, for that caller only."""
+    from worker import create_app
+
+    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
+    monkeypatch.setenv("OIDC_CERTS_URL", oidc_keys.url)
+    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-the-environment")
+    app = create_app()
+
+    settings = app.extensions["worker.settings"]
+    assert settings.oidc_caller_email == TASK_APP_SA
+    assert settings.project == "from-the-environment"
+    client = app.test_client()
+    assert deliver(client, None) == 401
+    assert deliver(client, oidc_keys.token()) == 200
 
 
 @pytest.fixture
@@ -226,35 +249,32 @@ def own_keys() -> Iterator[OidcKeys]:
     keys.stop()
 
 
-def _worker_for(monkeypatch: pytest.MonkeyPatch, keys: OidcKeys) -> Flask:
+def _worker_for(secured_settings: WorkerSettings, keys: OidcKeys) -> Flask:
     from worker import create_app
 
-    monkeypatch.setenv("OIDC_SERVICE_ACCOUNT", TASK_APP_SA)
-    monkeypatch.setenv("OIDC_AUDIENCE", WORKER_URL)
-    monkeypatch.setenv("OIDC_CERTS_URL", keys.url)
-    return create_app()
+    return create_app(dataclasses.replace(secured_settings, oidc_certs_url=keys.url))
 
 
 @pytest.mark.parametrize(
     "answer", [b"<html>maintenance</html>", b"[]", b"{}", b'{"kid": 42}'], ids=str
 )
 def test_a_certificate_endpoint_answering_no_key_set_is_503(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, own_keys: OidcKeys, answer: bytes
+    secured_settings: WorkerSettings, own_keys: OidcKeys, answer: bytes
 ) -> None:
     """A 200 that is not a key set is the key server's fault, not the caller's: 503, so
     the task is retried, rather than a 401 that refuses a genuine caller."""
     own_keys.raw_answer = answer
-    client = _worker_for(monkeypatch, own_keys).test_client()
+    client = _worker_for(secured_settings, own_keys).test_client()
 
     assert deliver(client, own_keys.token()) == 503
 
 
 def test_a_new_signing_key_is_accepted_at_once(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, own_keys: OidcKeys
+    secured_settings: WorkerSettings, own_keys: OidcKeys
 ) -> None:
     """The signer restarts with a new key while the old set is still cached: the first
     token with the new key id makes the worker fetch the keys again, and it is accepted."""
-    client = _worker_for(monkeypatch, own_keys).test_client()
+    client = _worker_for(secured_settings, own_keys).test_client()
     assert deliver(client, own_keys.token()) == 200
     assert own_keys.fetches == 1
 
@@ -267,13 +287,13 @@ def test_a_new_signing_key_is_accepted_at_once(
 
 
 def test_unknown_key_ids_fetch_the_keys_at_most_once_per_interval(
-    worker_env: None, monkeypatch: pytest.MonkeyPatch, own_keys: OidcKeys
+    secured_settings: WorkerSettings, own_keys: OidcKeys
 ) -> None:
     """Tokens with made-up key ids cannot turn every request into a fetch."""
     from worker import auth
 
     now = [1000.0]
-    app = _worker_for(monkeypatch, own_keys)
+    app = _worker_for(secured_settings, own_keys)
     verifier = app.extensions["worker.verifier"]
     verifier.keys = auth.KeySet(own_keys.url, clock=lambda: now[0])
     client = app.test_client()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -239,3 +240,23 @@ def test_sigterm_answers_in_flight_task_503_within_cloud_runs_grace() -> None:
     assert exit_code == 0
     assert "work of 1000 s capped at 55 s" in output
     assert "shutting down, not acknowledged" in output
+
+
+@pytest.mark.parametrize(
+    ("booted", "alive", "ends_at_once"),
+    [(True, False, True), (True, True, False), (False, False, False)],
+)
+def test_a_worker_told_to_stop_ends_at_once_and_a_failed_one_exits_as_usual(
+    monkeypatch: pytest.MonkeyPatch, booted: bool, alive: bool, ends_at_once: bool
+) -> None:
+    """Only a worker that booted and was told to stop skips the interpreter's teardown; a
+    worker that failed to boot or crashed keeps its exit status for gunicorn to read."""
+    from types import SimpleNamespace
+
+    from service_common import gunicorn_defaults
+
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+    gunicorn_defaults.worker_exit(None, SimpleNamespace(booted=booted, alive=alive))
+    assert exits == ([0] if ends_at_once else [])

@@ -40,7 +40,9 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     assert app["OIDC_SERVICE_ACCOUNT"] == worker["OIDC_SERVICE_ACCOUNT"] == sa
     assert app["DISPATCH_DEADLINE_SECONDS"] == worker["DISPATCH_DEADLINE_SECONDS"]
     assert int(app["DISPATCH_DEADLINE_SECONDS"]) == settings.dispatch_deadline_seconds
-    assert app["CLOUD_TASKS_EMULATOR_HOST"] == "127.0.0.1:18123"
+    # The same REST client as on Cloud Run, only pointed at the emulator's REST port.
+    assert app["CLOUD_TASKS_API_ENDPOINT"] == "http://127.0.0.1:18125"
+    assert "CLOUD_TASKS_EMULATOR_HOST" not in app
     assert app["SECRET_KEY"]
     assert worker["OIDC_CERTS_URL"] == "http://127.0.0.1:18124/oauth2/v1/certs"
     assert (app["PORT"], worker["PORT"]) == ("18080", "18081")

@@ -52,7 +52,7 @@ def test_task_app_accepts_the_environment_the_stack_gives_it(stack: StackRun) ->
     assert settings.oidc_service_account == stack.outputs["taskAppServiceAccount"]
     assert settings.dispatch_deadline_seconds == 900
     assert settings.secret_key == stack.one(PASSWORD).outputs["result"]
-    assert settings.emulator_host is None
+    assert settings.api_endpoint is None  # Google's Cloud Tasks endpoint
 
 
 def test_the_task_apps_tokens_carry_an_audience_the_worker_accepts(stack: StackRun) -> None:
