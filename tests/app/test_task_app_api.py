@@ -113,19 +113,23 @@ def test_without_service_account_no_token_is_requested(
 
 
 def test_tokens_are_minted_for_the_configured_audience(
-    monkeypatch: pytest.MonkeyPatch, task_app_env: dict[str, str], fake_tasks: FakeCloudTasks
+    make_task_app: Callable[[TaskAppSettings], Flask], fake_tasks: FakeCloudTasks
 ) -> None:
     """With OIDC_AUDIENCE set (the worker's deterministic URL), each task's token is for
     its first URL, the one the worker accepts, not for WORKER_URL."""
-    from task_app import create_app
-
     audience = "https://worker-123456789012.europe-west1.run.app"
-    monkeypatch.setenv("OIDC_AUDIENCE", f"{audience}/, https://other.example")
-    app = create_app()
-    try:
-        assert app.test_client().post("/tasks", json={}).status_code == 201
-    finally:
-        app.extensions["task_app.cloud_tasks"].close()
+    settings = TaskAppSettings.from_env(
+        {
+            "QUEUE": QUEUE,
+            "WORKER_URL": WORKER_URL,
+            "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
+            "OIDC_AUDIENCE": f"{audience}/, https://other.example",
+            "CLOUD_TASKS_API_ENDPOINT": fake_tasks.url,
+        }
+    )
+    app = make_task_app(settings)
+
+    assert app.test_client().post("/tasks", json={}).status_code == 201
     http = fake_tasks.create_requests[0].task.http_request
     assert http.oidc_token.audience == audience
     assert http.url == f"{WORKER_URL}/tasks"

@@ -47,7 +47,7 @@ def task_app_service(fake_server: FakeCloudTasks) -> Iterator[Service]:
         "WORKER_URL": "https://worker-abc123-ew.a.run.app",
         "OIDC_SERVICE_ACCOUNT": "",
         "SECRET_KEY": "robustness",
-        "CLOUD_TASKS_EMULATOR_HOST": fake_server.address,
+        "CLOUD_TASKS_API_ENDPOINT": fake_server.url,
         "GUNICORN_THREADS": THREADS,
     }
     with running("task_app", env) as service:
