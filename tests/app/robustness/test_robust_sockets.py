@@ -22,6 +22,8 @@ from service_common.gunicorn_worker import REQUEST_RECEIVE_TIMEOUT_SECONDS
 from services_support import QUEUE
 from socket_attacks import Service, attacking, healthz_seconds, running
 
+pytestmark = pytest.mark.process
+
 THREADS = "2"
 HOSTILE_CONNECTIONS = 8
 # Far below the 5 s an idle connection held a stock gthread thread, and the forever of a
