@@ -130,6 +130,15 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
+    def _cap_keepalive(self, deadline: float) -> None:
+        """A stopping worker keeps the connections still sending a request only as long
+        as its kept-alive ones (gunicorn's short linger), not their whole receive timeout,
+        so idle clients do not hold its exit to the graceful timeout."""
+        super()._cap_keepalive(deadline)
+        # The same cap on every entry keeps the deque sorted.
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
+
     def _on_request_bytes(self, conn: TConn, client: socket.socket) -> None:
         try:
             data = conn.sock.recv(RECV_BYTES)
