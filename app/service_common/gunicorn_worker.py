@@ -10,7 +10,9 @@ This worker keeps a connection in gunicorn's event loop (no thread) until its re
 arrived: the head, and the body too when its Content-Length is given and within
 ``MAX_BUFFERED_REQUEST_BYTES``, for at most ``REQUEST_RECEIVE_TIMEOUT_SECONDS`` from the
 moment the connection starts waiting (accepted, or kept alive and readable again). Idle
-and slow connections are closed there without ever costing a thread. A body the loop does
+and slow connections are closed there without ever costing a thread. What the loop holds
+is bounded too: a head by ``MAX_BUFFERED_HEAD_BYTES``, all waiting requests together by
+``MAX_BUFFERED_TOTAL_BYTES``; past either, the connection goes to a thread. A body the loop does
 not wait for (chunked, after ``Expect: 100-continue``, or too large) is read by the
 request thread under a deadline of the same length, so it too holds a thread for a bounded
 time only. Plain HTTP/1.1 only, as Cloud Run hands it to the container (TLS and HTTP/2 end
@@ -41,6 +43,12 @@ SEND_TIMEOUT_SECONDS = 30.0
 # genuine body, a Cloud Tasks task, is 1 MiB); a larger one goes to a thread at once,
 # where gunicorn's limits and the app's MAX_CONTENT_LENGTH refuse it.
 MAX_BUFFERED_REQUEST_BYTES = 2 * 1024 * 1024
+# A head not ended within this many bytes goes to a thread, whose parser refuses it (or
+# reads the rest within the deadline): no client makes the loop hold more for its head.
+MAX_BUFFERED_HEAD_BYTES = 64 * 1024
+# What the loop holds for all waiting connections together; past it, a connection goes to
+# a thread at once, so hostile clients cannot make the process hold more than this.
+MAX_BUFFERED_TOTAL_BYTES = 32 * 1024 * 1024
 RECV_BYTES = 64 * 1024
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -65,6 +73,24 @@ def _buffered_length(head: bytes) -> int | None:
                 return None
             seen_length, length = True, int(value)
     return length
+
+
+def ready_for_a_thread(received: bytes | bytearray, buffered_elsewhere: int = 0) -> bool:
+    """Whether a request thread may take the connection now: its request is whole, or the
+    loop would hold too much for it (then the thread reads the rest within the deadline).
+
+    ``buffered_elsewhere`` is what the loop holds for the other waiting connections.
+    """
+    if len(received) + buffered_elsewhere > MAX_BUFFERED_TOTAL_BYTES:
+        return True
+    end = _HEAD_END.search(received)
+    if end is None:
+        return len(received) >= MAX_BUFFERED_HEAD_BYTES
+    length = _buffered_length(bytes(received[: end.start()]))
+    if length is None:
+        return True
+    needed = end.end() + length
+    return needed > MAX_BUFFERED_REQUEST_BYTES or needed <= len(received)
 
 
 class _DeadlineSocket:
@@ -148,7 +174,8 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
             data = b""
         if data:
             conn.head.extend(data)
-            if not self._request_complete(conn.head):
+            others = sum(len(other.head) for other in self.pending_conns if other is not conn)
+            if not ready_for_a_thread(conn.head, others):
                 return
         self.poller.unregister(client)
         self.pending_conns.remove(conn)
@@ -159,19 +186,6 @@ class BoundedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.data_ready = True
         self.enqueue_req(conn)
-
-    @staticmethod
-    def _request_complete(received: bytearray) -> bool:
-        """Whether a request thread may take the connection now, never to wait on it."""
-        if len(received) >= MAX_BUFFERED_REQUEST_BYTES:
-            return True
-        end = _HEAD_END.search(received)
-        if end is None:
-            return False
-        length = _buffered_length(bytes(received[: end.start()]))
-        return length is None or end.end() + min(length, MAX_BUFFERED_REQUEST_BYTES) <= len(
-            received
-        )
 
     # ---- a request thread --------------------------------------------------------------
 
