@@ -197,6 +197,12 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
         "and state, the gcloud folder (default: .local/<stack> in the project)",
     )
     parser.add_argument(
+        "--reset-emulator",
+        action="store_true",
+        help="wipe the emulator's kept queues, tasks and signing key (<state dir>/emulator) "
+        "before starting; they are kept across runs otherwise",
+    )
+    parser.add_argument(
         "--startup-timeout",
         type=float,
         default=60.0,
@@ -309,7 +315,13 @@ def main(argv: Sequence[str] | None = None, stream: TextIO | None = None) -> int
     state_dir = args.state_dir or state_dir_for(stack_file)
     queues = [queue.to_api() for queue in declared_queues(stack_file, state_dir)]
     plan = build_plan(
-        settings, stack_file, queues, ports=args.ports, host=args.host, state_dir=state_dir
+        settings,
+        stack_file,
+        queues,
+        ports=args.ports,
+        host=args.host,
+        state_dir=state_dir,
+        reset_emulator=args.reset_emulator,
     )
     for name in args.skip:
         plan[name].write_files()

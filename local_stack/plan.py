@@ -22,8 +22,9 @@ from stack_settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 APP_DIR = PROJECT_DIR / "app"
-# Files the runner writes for the parts (the emulator's queue configuration), one folder
-# per stack; git ignores it.
+# Files the runner writes for the parts (the emulator's queue configuration) and the
+# emulator's state (its data directory, ``<state dir>/emulator``), one folder per stack;
+# git ignores it.
 STATE_ROOT = PROJECT_DIR / ".local"
 
 # A fixed, obviously-local value: on Cloud Run the stack takes the key from Secret Manager.
@@ -172,10 +173,12 @@ def build_plan(
     ports: Ports | None = None,
     host: str = "127.0.0.1",
     state_dir: Path | None = None,
+    reset_emulator: bool = False,
 ) -> dict[str, Part]:
     """The three parts, keyed by name. ``queues`` are the stack's queues with their IAM
     policies (``rendering.declared_queues``). The runner's files go to ``state_dir``
-    (default: ``.local/<stack>`` in the project)."""
+    (default: ``.local/<stack>`` in the project); the emulator keeps its queues, tasks and
+    signing key in ``state_dir/emulator`` across runs (wiped first with ``reset_emulator``)."""
     ports = ports or Ports()
     state_dir = state_dir or state_dir_for(stack_file)
     config_file = state_dir / "emulator-config.json"
@@ -208,6 +211,9 @@ def build_plan(
             f"{worker_account}={ports.worker_metadata}",
             "--config",
             str(config_file),
+            "--data-dir",
+            str(state_dir / EMULATOR),
+            *(("--reset",) if reset_emulator else ()),
         ),
         env={},
         files={

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from preflight import discovery
 from preflight.mapping import MAPPINGS, NOT_GOOGLE_APIS, ApiMapping
 from stack_review.runner import RecordedResource, StackRun, run_stack
-from stack_settings import PROJECT_DIR
+from stack_settings import PROJECT_DIR, cloud_run_limits_source, memory_by_cpu, show_mib
 
 RULES_FILE = Path(__file__).resolve().parent / "rules.json"
 
@@ -44,6 +44,7 @@ _MEMORY_UNITS = {
     "Ti": 2**40,
 }
 _CPU = re.compile(r"(\d+(?:\.\d+)?)(m)?")
+MIB = 2**20
 
 
 @dataclass(frozen=True, order=True)
@@ -513,66 +514,70 @@ class _ResourceCheck:
 
 
 def _cloud_run_resources(check: _ResourceCheck, obj: dict[str, Any], path: str) -> None:
+    """CPU and memory as Cloud Run allows them: whole CPUs and the memory each allows come
+    from the stack's own table of Cloud Run's limits (the one its settings are held to);
+    fractional CPUs from ``rules.json``."""
     limits = obj.get("limits")
     if not isinstance(limits, dict):
         return
     facts = rules_data()["cloud_run"]
-    cpu_facts, memory_facts, table = facts["cpu"], facts["memory"], facts["memory_by_cpu"]
+    cpu_facts, below_one = facts["cpu"], facts["below_one_cpu"]
+    table, table_source = memory_by_cpu(), cloud_run_limits_source()
     cpu: float | None = None
     if "cpu" in limits:
         cpu = cpu_count(limits["cpu"])
-        whole = cpu_facts["whole"]
+        step = cpu_facts["fractional_step"]
         fractional_ok = (
             cpu is not None
             and cpu_facts["fractional_min"] <= cpu < 1
-            and abs(round(cpu / cpu_facts["fractional_step"]) * cpu_facts["fractional_step"] - cpu)
-            < 1e-9
+            and abs(round(cpu / step) * step - cpu) < 1e-9
         )
-        if cpu is None or not (fractional_ok or cpu in whole):
+        if cpu is None or not (fractional_ok or cpu in table):
             check.report(
                 f"{path}.limits.cpu",
                 limits["cpu"],
-                f"{', '.join(map(str, whole))} CPUs, or from {cpu_facts['fractional_min']} to 1"
-                f" in steps of {cpu_facts['fractional_step']}",
+                f"{', '.join(map(str, sorted(table)))} CPUs, or from"
+                f" {cpu_facts['fractional_min']} to 1 in steps of {step}",
                 cpu_facts["source"],
             )
             cpu = None
     if "memory" not in limits:
         return
     memory = memory_bytes(limits["memory"])
-    low, high = size(memory_facts["min"]), size(memory_facts["max"])
+    low = min(row.min_mib for row in table.values()) * MIB
+    high = max(row.max_mib for row in table.values()) * MIB
     if memory is None or not low <= memory <= high:
         check.report(
             f"{path}.limits.memory",
             limits["memory"],
-            f"a size such as 512Mi or 2Gi, from {memory_facts['min']} to {memory_facts['max']}",
-            memory_facts["source"],
+            f"a size such as 512Mi or 2Gi, from {show_mib(low // MIB)} to {show_mib(high // MIB)}",
+            table_source,
         )
         return
     if cpu is None:
         return
-    for row in table["rows"]:
-        if row["cpu"] != cpu:
-            continue
-        row_low, row_high = size(row.get("min", "0")), size(row["max"])
-        if not row_low <= memory <= row_high:
-            span = f"from {row['min']} to {row['max']}" if "min" in row else f"at most {row['max']}"
-            check.report(
-                f"{path}.limits.memory",
-                limits["memory"],
-                f"{span} of memory with {row['cpu']} CPU (limits.cpu = {limits['cpu']!r})",
-                table["source"],
-            )
+    row = table.get(int(cpu)) if cpu.is_integer() else None
+    if row is not None and not row.min_mib * MIB <= memory <= row.max_mib * MIB:
+        span = (
+            f"at most {show_mib(row.max_mib)}"
+            if row.min_mib * MIB == low
+            else f"from {show_mib(row.min_mib)} to {show_mib(row.max_mib)}"
+        )
+        check.report(
+            f"{path}.limits.memory",
+            limits["memory"],
+            f"{span} of memory with {int(cpu)} CPU (limits.cpu = {limits['cpu']!r})",
+            table_source,
+        )
     if cpu < 1:
-        for row in table["below_one_cpu"]:
-            above = size(row["memory_above"])
-            if memory > above and cpu < row["cpu_at_least"]:
+        for rule in below_one["rules"]:
+            if memory > size(rule["memory_above"]) and cpu < rule["cpu_at_least"]:
                 check.report(
                     f"{path}.limits.memory",
                     limits["memory"],
-                    f"more than {row['memory_above']} only with at least {row['cpu_at_least']} CPU"
-                    f" (limits.cpu = {limits['cpu']!r})",
-                    table["source"],
+                    f"more than {rule['memory_above']} only with at least"
+                    f" {rule['cpu_at_least']} CPU (limits.cpu = {limits['cpu']!r})",
+                    below_one["source"],
                 )
 
 

@@ -1,6 +1,8 @@
 """Command line: ``tasks-emulator [--host H] [--port P] [--rest-port R] [--keys-port K]
-[--queue NAME] [--config FILE] [--metadata EMAIL=PORT] [--local-principal MEMBER]`` (or
-``python -m tasks_emulator``). Prints one ready line, stops cleanly on SIGTERM or Ctrl-C."""
+[--queue NAME] [--config FILE] [--metadata EMAIL=PORT] [--local-principal MEMBER]
+[--data-dir DIR | --in-memory] [--reset]`` (or ``python -m tasks_emulator``). Prints one
+ready line, stops cleanly on SIGTERM or Ctrl-C. State is kept in ``--data-dir`` (default:
+``store.default_data_dir()``) unless ``--in-memory``."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from .config import ConfigError, StartConfig, load_config
 from .loop import run
 from .metadata import project_of
 from .server import Emulator
+from .store import StoreError, WriteFailed, default_data_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +63,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='queues to create (or update) at start, as JSON: {"queues": [Queue, ...]}, '
         "each Queue as the REST API writes it (name, rateLimits, retryConfig, state)",
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep queues, tasks, name tombstones and the OIDC signing key in an SQLite "
+        f"database in DIR, so a restart or a crash loses nothing (default: {default_data_dir()})",
+    )
+    where.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep the state in memory only: every start begins empty",
+    )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="wipe the data directory's database before starting (it is never wiped otherwise)",
+    )
     parser.add_argument(
         "--task-name-reuse-seconds",
         type=float,
@@ -79,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="info logs every attempt; warning is quiet",
     )
     args = parser.parse_args(argv)
+    if args.reset and args.in_memory:
+        parser.error("--reset wipes a data directory; --in-memory has none")
+    if not args.in_memory and args.data_dir is None:
+        args.data_dir = str(default_data_dir())
     for name in ("port", "keys_port", "rest_port"):
         if not 0 <= getattr(args, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0-65535")
@@ -110,7 +134,7 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         emulator = _emulator(args)
-    except ValueError as error:
+    except (ValueError, StoreError) as error:
         print(f"tasks_emulator: {error}", file=sys.stderr)
         return 2
     try:
@@ -124,6 +148,12 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"tasks_emulator: {error}", file=sys.stderr)
         await emulator.stop()
         return 2
+    try:
+        await emulator.durable()  # the configuration's queues are on disk before "ready"
+    except WriteFailed as error:
+        print(f"tasks_emulator: {error}", file=sys.stderr)
+        await emulator.stop()
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,6 +173,7 @@ def ready_line(emulator: Emulator, queues: list[str]) -> str:
         f"metadata {email} {emulator.metadata_host(email)}" for email in emulator.metadata_ports
     ]
     parts += [f"queue {name}" for name in queues]
+    parts.append(f"state {emulator.store.location}")
     return "tasks_emulator ready: " + ", ".join(parts)
 
 
@@ -156,6 +187,8 @@ def _emulator(args: argparse.Namespace) -> Emulator:
         local_principal=args.local_principal,
         task_name_reuse_seconds=args.task_name_reuse_seconds,
         queue_name_reuse_seconds=args.queue_name_reuse_seconds,
+        data_dir=None if args.in_memory else args.data_dir,
+        reset=args.reset,
         # gRPC in a process of its own (it needs an inherited socket: POSIX only).
         front_process=os.name == "posix",
     )

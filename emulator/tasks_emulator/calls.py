@@ -5,10 +5,14 @@ A call is (method, request message, the caller's Authorization). ``Api.call`` au
 it, runs the engine and returns the response message; every failure is an ApiError, so
 each transport only turns that into its own status (a gRPC status, or Google's JSON
 error body). An unexpected exception is the call's INTERNAL status, never a crash.
+Transports answer through ``call_durable`` / ``answer_later``: a call that changed the
+state is answered once the change is committed to the store, and UNAVAILABLE (with the
+store's reason) if it could not be written; a call that changed nothing is answered at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from .engine import Engine
 from .errors import ApiError
 from .iam import Caller, Iam
 from .link import MAX_PAYLOAD, METHODS, unpack_request
+from .store import WriteFailed
 from .validation import QueuePb, TaskPb
 
 log = logging.getLogger("tasks_emulator")
@@ -128,6 +133,7 @@ class Api:
 
     def __init__(self, engine: Engine, iam: Iam) -> None:
         self.iam = iam
+        self.store = engine.store
         table = {**_queue_methods(engine), **_task_methods(engine), **_iam_methods(iam)}
         assert tuple(table) == METHODS, "link.METHODS and the method table disagree"
         self.methods = {name: Method(name, *entry) for name, entry in table.items()}
@@ -147,24 +153,71 @@ class Api:
                 grpc.StatusCode.INTERNAL, f"{method.name} failed inside the emulator"
             ) from None
 
+    async def call_durable(self, method: Method, request: Any, authorization: str = "") -> Any:
+        """``call``, answered once what it changed is committed to the store."""
+        before = self.store.changes
+        response = self.call(method, request, authorization)
+        if self.store.changes != before:
+            waiter = self.store.committed()
+            if waiter is not None:
+                try:
+                    await waiter
+                except WriteFailed as error:
+                    raise _unavailable(error) from None
+        return response
+
     def answer(self, kind: int, payload: bytes) -> tuple[int, bytes]:
-        """A call passed on by the front process: (status code, response or message)."""
+        """A call passed on by the front process: (status code, response or message),
+        without waiting for the store (``answer_later`` waits)."""
+        return self._answer(kind, payload)[:2]
+
+    def answer_later(self, kind: int, payload: bytes, reply: Callable[[int, bytes], None]) -> None:
+        """Answers a call passed on by the front process with ``reply(status, payload)``:
+        at once, or once what it changed is committed to the store."""
+        code, body, waiter = self._answer(kind, payload)
+        if waiter is None:
+            reply(code, body)
+            return
+
+        def committed(done: asyncio.Future[None]) -> None:
+            error = done.exception() if not done.cancelled() else WriteFailed("emulator stopped")
+            if error is None:
+                reply(code, body)
+            else:
+                failure = _unavailable(error)
+                reply(failure.code.value[0], failure.message.encode())
+
+        waiter.add_done_callback(committed)
+
+    def _answer(self, kind: int, payload: bytes) -> tuple[int, bytes, asyncio.Future[None] | None]:
         if not 0 <= kind < len(self.by_index):
-            return grpc.StatusCode.UNIMPLEMENTED.value[0], b"unknown method"
+            return grpc.StatusCode.UNIMPLEMENTED.value[0], b"unknown method", None
         method = self.by_index[kind]
         try:
             authorization, body = unpack_request(payload)
             request = method.request.FromString(body)
         except (DecodeError, ValueError):
-            return grpc.StatusCode.INVALID_ARGUMENT.value[0], b"the request could not be parsed"
+            code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            return code, b"the request could not be parsed", None
+        before = self.store.changes
         try:
             response = self.call(method, request, authorization)
         except ApiError as error:
-            return error.code.value[0], error.message.encode()
+            return error.code.value[0], error.message.encode(), None
+        waiter = self.store.committed() if self.store.changes != before else None
         serialized: bytes = response.SerializeToString()
         if len(serialized) > MAX_PAYLOAD:
-            return too_large(method.name, len(serialized))
-        return 0, serialized
+            return *too_large(method.name, len(serialized)), waiter
+        return 0, serialized, waiter
+
+
+def _unavailable(error: BaseException) -> ApiError:
+    """The status of a call whose change could not be made durable."""
+    return ApiError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"{error}. The change is kept in memory and written again with the next one; "
+        "its outcome is unknown until then.",
+    )
 
 
 def request_too_large(size: int | None = None) -> tuple[int, bytes]:

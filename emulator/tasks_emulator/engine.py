@@ -34,6 +34,7 @@ from .dispatch import HttpClient
 from .errors import api_error, invalid
 from .oidc import TokenSigner
 from .retry import RetryPolicy
+from .store import MemoryStore, Snapshot
 
 log = logging.getLogger("tasks_emulator")
 
@@ -112,6 +113,7 @@ class TaskState:
         "create_time", "deadline", "dispatch_count", "done", "execution_count",
         "first_dispatch", "last_attempt", "name", "pb", "previous_response", "queue",
         "ready_seq", "response_count", "retry", "running", "schedule_time", "short_id",
+        "stored",
     )  # fmt: skip
 
     def __init__(
@@ -134,6 +136,7 @@ class TaskState:
         self.ready_seq: int | None = None
         self.running = 0
         self.done = False
+        self.stored = False  # a row of it is in the store (or on its way there)
 
 
 class QueueRecord:
@@ -196,8 +199,12 @@ class Engine:
         signer: TokenSigner,
         task_name_reuse_seconds: float = 3600.0,
         queue_name_reuse_seconds: float = 7 * 24 * 3600.0,
+        *,
+        store: MemoryStore | None = None,
     ) -> None:
         self.clock = clock
+        # Told of every change, as it happens (see store.py).
+        self.store = store or MemoryStore()
         self.http = http
         self.signer = signer
         self.task_name_reuse_seconds = task_name_reuse_seconds
@@ -236,6 +243,7 @@ class Engine:
         pb.state = RUNNING
         pb.ClearField("purge_time")
         self.queues[pb.name] = QueueRecord(pb, settings, now)
+        self.store.queue_changed(self.queues[pb.name])
         log.info("queue created: %s", pb.name)
         return self._queue_out(self.queues[pb.name])
 
@@ -291,6 +299,7 @@ class Engine:
         record.pb = updated
         record.settings = settings
         record.tokens = min(record.tokens, float(settings.burst))
+        self.store.queue_changed(record)
         self._pump(record)
         return self._queue_out(record)
 
@@ -304,6 +313,7 @@ class Engine:
         record.tasks.clear()
         record.ready.clear()
         self._queue_tombstones[name] = self.clock.now() + self.queue_name_reuse_seconds
+        self.store.queue_deleted(name, self._queue_tombstones[name])
         log.info("queue deleted: %s", name)
 
     def purge_queue(self, name: str) -> Any:
@@ -313,17 +323,20 @@ class Engine:
             self._forget(task, now)
         record.ready.clear()
         _set_time(record.pb.purge_time, now)
+        self.store.queue_changed(record)
         return self._queue_out(record)
 
     def pause_queue(self, name: str) -> Any:
         record = self._queue(name)
         record.set_state(PAUSED)
+        self.store.queue_changed(record)
         self._cancel_timer(record)
         return self._queue_out(record)
 
     def resume_queue(self, name: str) -> Any:
         record = self._queue(name)
         record.set_state(RUNNING)
+        self.store.queue_changed(record)
         self._pump(record)
         return self._queue_out(record)
 
@@ -332,7 +345,9 @@ class Engine:
         return self._queue(name).iam_policy
 
     def set_iam_policy(self, name: str, policy: bytes | None) -> None:
-        self._queue(name).iam_policy = policy
+        record = self._queue(name)
+        record.iam_policy = policy
+        self.store.queue_changed(record)
 
     @staticmethod
     def _queue_out(record: QueueRecord) -> Any:
@@ -382,6 +397,7 @@ class Engine:
         state = TaskState(record, pb.name, pb, deadline=deadline, now=now, when=when)
         state.retry = retry
         record.tasks[pb.name] = state
+        self.store.task_changed(state)
         self._enqueue(record, state)
         created = self._task_out(state, view)  # as created, before any attempt starts
         self._pump(record)
@@ -453,11 +469,13 @@ class Engine:
         task.ready_seq = None
         task.queue.tasks.pop(task.name, None)
         self._task_tombstones[task.name] = now + self.task_name_reuse_seconds
+        self.store.task_gone(task, self._task_tombstones[task.name])
         self._tombstone_writes += 1
         if self._tombstone_writes % 10_000 == 0:
             self._task_tombstones = {
                 name: until for name, until in self._task_tombstones.items() if until > now
             }
+            self.store.expire_tombstones(now)
 
     # ---- scheduling ----------------------------------------------------------------
 
@@ -555,6 +573,7 @@ class Engine:
         if task.first_dispatch is None:
             task.first_dispatch = now
         task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
+        self.store.task_changed(task)
         method = METHOD_NAMES[request.http_method]
         response = self.http.request(method, request.url, headers, request.body)
         deadline = task.deadline
@@ -633,6 +652,8 @@ class Engine:
             self._forget(task, now)
         elif task.running == 0:
             self._retry_or_stop(record, task, status, retry_after, now)
+        if not task.done:
+            self.store.task_changed(task)
         self._pump(record)
 
     def _retry_or_stop(
@@ -657,3 +678,68 @@ class Engine:
             delay = max(delay, retry_after)
         task.schedule_time = now + delay
         self._enqueue(record, task)
+
+    # ---- restoring a store's state --------------------------------------------------
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Takes in what a data directory held. Every task goes back into its queue's
+        schedule at its schedule time; an attempt that was in flight when the state was
+        last written is made again as soon as the queue allows (at least once), counted
+        as the attempt it was. ``resume_all`` then starts dispatching."""
+        now = self.clock.now()
+        for name, blob, policy in snapshot.queues:
+            pb = v.QueuePb.FromString(blob)
+            record = QueueRecord(pb, v.normalize_queue(pb), now)
+            record.iam_policy = policy
+            self.queues[name] = record
+        in_flight = 0
+        for row in snapshot.tasks:
+            (
+                name, queue_name, blob, create_time, schedule_time, deadline, dispatch_count,
+                response_count, execution_count, first_dispatch, previous_response,
+                last_schedule, last_dispatch, last_response, last_status, last_code, message,
+            ) = row  # fmt: skip
+            owner = self.queues.get(queue_name)
+            if owner is None:
+                log.warning("task %s of the missing queue %s is left as it is", name, queue_name)
+                continue
+            pb = v.TaskPb.FromString(blob)
+            task = TaskState(
+                owner, name, pb, deadline=deadline, now=create_time, when=schedule_time
+            )
+            if pb.HasField("retry_config"):
+                task.retry = v.normalize_retry_config(pb.retry_config, owner.settings.retry)
+            task.dispatch_count = dispatch_count
+            task.response_count = response_count
+            task.execution_count = execution_count
+            task.first_dispatch = first_dispatch
+            task.previous_response = previous_response
+            if last_dispatch is not None:
+                task.last_attempt = Attempt(
+                    schedule_time=last_schedule,
+                    dispatch_time=last_dispatch,
+                    response_time=last_response,
+                    http_status=last_status,
+                    rpc_code=last_code or 0,
+                    message=message or "",
+                )
+                in_flight += last_response is None
+            task.stored = True
+            owner.tasks[name] = task
+            self._enqueue(owner, task)
+        for name, until in snapshot.tombstones:
+            if until > now:
+                tombstones = self._task_tombstones if "/tasks/" in name else self._queue_tombstones
+                tombstones[name] = until
+        if snapshot.queues or snapshot.tasks:
+            log.info(
+                "restored %d queue(s), %d task(s) (%d attempt(s) in flight at the last stop, "
+                "made again)", len(snapshot.queues), len(snapshot.tasks), in_flight,
+            )  # fmt: skip
+
+    def resume_all(self) -> None:
+        """Starts dispatching every queue's due tasks (after ``restore``), and lets the
+        store drop the tombstones whose reuse window ended while it was stopped."""
+        self.store.expire_tombstones(self.clock.now())
+        for record in list(self.queues.values()):
+            self._pump(record)

@@ -1,7 +1,8 @@
 """OIDC ID tokens like the ones Cloud Tasks mints for HTTP tasks, and their public keys.
 
-A fresh RSA key is generated when the emulator starts. Each attempt of a task with an
-``oidc_token`` gets its own RS256 token, minted at dispatch time, with the claims Google
+An RSA key is generated when the emulator first starts on a data directory and kept there
+with the rest of its state (in memory only: at every start). Each attempt of a task with
+an ``oidc_token`` gets its own RS256 token, minted at dispatch time, with the claims Google
 puts in a service account's ID token. The keys are served over HTTP in the three shapes
 verifiers read: PEM certificates by key id (``/oauth2/v1/certs``, what
 ``google.oauth2.id_token.verify_token(certs_url=...)`` reads), a JWKS
@@ -41,21 +42,48 @@ def subject_of(email: str) -> str:
 class TokenSigner:
     """Holds the emulator's signing key and mints ID tokens with it."""
 
-    def __init__(self) -> None:
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    def __init__(self, key_pem: bytes | None = None, cert_pem: bytes | None = None) -> None:
+        """A new key, or the one ``key_pem`` and ``cert_pem`` hold (``pem()`` of a signer
+        kept with the emulator's state): the same key id, so tokens minted before a
+        restart keep verifying. A kept certificate past its end is made anew for the same
+        key (a new key id)."""
         now = datetime.datetime.now(datetime.UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tasks-emulator-oidc")])
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .sign(self._key, hashes.SHA256())
-        )
+        if key_pem is not None:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise ValueError("the kept OIDC signing key is not an RSA key")
+            self._key = key
+        else:
+            self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = x509.load_pem_x509_certificate(cert_pem) if cert_pem is not None else None
+        if (
+            cert is None
+            or cert.not_valid_after_utc <= now
+            or cert.public_key() != (self._key.public_key())
+        ):
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tasks-emulator-oidc")])
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(name)
+                .public_key(self._key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=365))
+                .sign(self._key, hashes.SHA256())
+            )
+        self._cert = cert
         self.key_id = self._cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - an id, not security
+
+    def pem(self) -> tuple[bytes, bytes]:
+        """The private key (PKCS#8) and the certificate, as PEM: what ``TokenSigner(...)``
+        takes back."""
+        key = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return key, self._cert.public_bytes(serialization.Encoding.PEM)
 
     def mint(self, email: str, audience: str, now: float) -> str:
         """An ID token for ``email`` with ``audience``, issued at ``now`` (epoch seconds)."""

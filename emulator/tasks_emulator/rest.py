@@ -194,7 +194,7 @@ class RestApi:
                 grpc.StatusCode.INVALID_ARGUMENT, f"Invalid JSON payload received. {error}"
             )
         try:
-            response = self.api.call(
+            response = await self.api.call_durable(
                 route.method, message, request.headers.get("Authorization", "")
             )
         except ApiError as error:

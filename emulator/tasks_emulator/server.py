@@ -31,6 +31,7 @@ from .metadata import metadata_app, project_of
 from .oidc import TokenSigner, keys_app
 from .rest import RestApi
 from .servicer import generic_handler
+from .store import OIDC_CERT, OIDC_KEY, MemoryStore, SqliteStore, StoreError
 from .validation import QueuePb
 
 T = TypeVar("T")
@@ -52,6 +53,11 @@ class Emulator:
     passes every call to this one, which is how the command line runs it: gRPC's own
     per-call work then has a core of its own. Otherwise it runs here, on this loop.
     ``front_lost`` is set if that child ever exits while the emulator runs.
+
+    With ``data_dir`` every queue, task, tombstone and the OIDC signing key live in an
+    SQLite database there (``store.py``), restored at the next start; ``reset`` wipes it
+    first. Without it, state lives in memory only. A directory that cannot be used raises
+    StoreError (a one-line message naming the file and the way out).
     """
 
     def __init__(
@@ -67,6 +73,8 @@ class Emulator:
         rest_port: int | None = None,
         metadata: Mapping[str, int] | None = None,
         local_principal: str = OWNER,
+        data_dir: str | Path | None = None,
+        reset: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -76,16 +84,15 @@ class Emulator:
         for email in self.metadata_ports:
             project_of(email)  # ValueError now, not when a service asks
         self.clock: Clock = clock or RealClock()
-        self.signer = TokenSigner()
-        self.http = HttpClient()
-        self.engine = Engine(
-            self.clock,
-            self.http,
-            self.signer,
-            task_name_reuse_seconds=task_name_reuse_seconds,
-            queue_name_reuse_seconds=queue_name_reuse_seconds,
-        )
-        self.iam = Iam(self.engine, self.signer, self.clock, local_principal)
+        self.store: MemoryStore = MemoryStore()
+        if data_dir is not None:
+            self.store = SqliteStore(data_dir, reset=reset)
+        try:
+            self._make_parts(task_name_reuse_seconds, queue_name_reuse_seconds, local_principal)
+        except BaseException:
+            if isinstance(self.store, SqliteStore):
+                self.store.close_now()
+            raise
         self.api = Api(self.engine, self.iam)
         self.front_process = front_process
         self.front_lost = asyncio.Event()
@@ -93,6 +100,59 @@ class Emulator:
         self._front: subprocess.Popen[bytes] | None = None
         self._link: Link | None = None
         self._sites: list[web.AppRunner] = []
+
+    def _make_parts(
+        self, task_name_reuse_seconds: float, queue_name_reuse_seconds: float, principal: str
+    ) -> None:
+        store = self.store
+        snapshot = store.load() if isinstance(store, SqliteStore) else None
+        if isinstance(store, SqliteStore) and snapshot is not None:
+            self.signer = self._kept_signer(store, snapshot.meta)
+        else:
+            self.signer = TokenSigner()
+        self.http = HttpClient()
+        self.engine = Engine(
+            self.clock,
+            self.http,
+            self.signer,
+            task_name_reuse_seconds=task_name_reuse_seconds,
+            queue_name_reuse_seconds=queue_name_reuse_seconds,
+            store=store,
+        )
+        self.iam = Iam(self.engine, self.signer, self.clock, principal)
+        if isinstance(store, SqliteStore) and snapshot is not None:
+            try:
+                self.engine.restore(snapshot)
+            except Exception as error:  # a row that passed SQLite's checks but not ours
+                raise StoreError(
+                    f"{store.path} holds a queue or task this emulator cannot read "
+                    f"({type(error).__name__}: {error}); nothing was changed: start with "
+                    "--reset to wipe it, or with another --data-dir"
+                ) from None
+            store.start()
+
+    @staticmethod
+    def _kept_signer(store: SqliteStore, meta: dict[str, bytes]) -> TokenSigner:
+        """The signing key kept in ``store``, or a new one, kept there now."""
+        key, cert = meta.get(OIDC_KEY), meta.get(OIDC_CERT)
+        try:
+            signer = TokenSigner(key, cert)
+        except ValueError as error:
+            raise StoreError(
+                f"{store.path} holds an OIDC signing key that cannot be read ({error}); "
+                "nothing was changed: start with --reset to wipe it, or with another --data-dir"
+            ) from None
+        new_key, new_cert = signer.pem()
+        if (new_key, new_cert) != (key, cert):
+            store.put_meta({OIDC_KEY: new_key, OIDC_CERT: new_cert})
+        return signer
+
+    async def durable(self) -> None:
+        """Waits until every change made so far is committed to the store; WriteFailed
+        if it could not be."""
+        waiter = self.store.committed()
+        if waiter is not None:
+            await waiter
 
     @property
     def address(self) -> str:
@@ -139,6 +199,7 @@ class Emulator:
         except BaseException:
             await self.stop()
             raise
+        self.engine.resume_all()  # tasks restored from the store are dispatched again
 
     async def _serve(self, app: web.Application, port: int) -> int:
         """Serves ``app`` on ``host:port``; the port it listens on."""
@@ -182,7 +243,10 @@ class Emulator:
             elif kind == OVERSIZED:
                 self._link.send(call_id, *request_too_large())
             else:
-                self._link.send(call_id, *self.api.answer(kind, payload))
+                link = self._link
+                self.api.answer_later(
+                    kind, payload, lambda code, body: link.send(call_id, code, body)
+                )
 
         def on_close() -> None:
             if not ready.done():
@@ -217,6 +281,7 @@ class Emulator:
             await runner.cleanup()
         await self.clock.cancel_all()
         await self.http.close()
+        await self.store.close()
 
     async def __aenter__(self) -> Emulator:
         await self.start()

@@ -18,7 +18,7 @@ from .link import SERVICE
 def _unary(api: Api, method: Method) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return api.call(method, request, authorization_of(context))
+            return await api.call_durable(method, request, authorization_of(context))
         except ApiError as error:
             await context.abort(error.code, error.message)
 

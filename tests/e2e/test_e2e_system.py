@@ -364,3 +364,40 @@ def test_tasks_wait_for_a_worker_that_is_down_and_none_is_lost(tmp_path: Path) -
         if worker is not None:
             worker.stop()
         stack.stop()
+
+
+def test_the_emulator_restarted_under_a_running_stack_keeps_its_tasks_and_its_key(
+    tmp_path: Path,
+) -> None:
+    """The emulator stops and starts again while the worker and the task-app run on: a task
+    scheduled before the restart for after it is delivered, and a task created just after
+    the restart is done on its first attempt (its token verifies against the keys the
+    worker fetched before the restart: the signing key was kept)."""
+    settings = load_stack_file(STACK_FILE)
+    ports = Ports.free()
+    plan = build_plan(settings, Path(STACK_FILE), stack_queues(), ports=ports, state_dir=tmp_path)
+    log = StackLog()
+    services = start_system({name: plan[name] for name in (WORKER, TASK_APP)}, log, ports)
+    emulator = start_system({EMULATOR: plan[EMULATOR]}, log, ports)
+    try:
+        system = System(settings, ports, plan, log, services)
+        before = unique_id("before")
+        system.schedule(message="before the restart", task_id=before)
+        attempts_of(system, before, count=1, timeout=15)  # the worker has the keys now
+        delayed = unique_id("delayed")
+        system.schedule(message="due after the restart", task_id=delayed, delay_seconds=4)
+        emulator.stop()
+        emulator = start_system({EMULATOR: plan[EMULATOR]}, log, ports)
+
+        after = unique_id("after")
+        system.schedule(message="just after the restart", task_id=after)
+        (attempt,) = attempts_of(system, after, count=1, timeout=15)
+        assert attempt.record is not None
+        assert attempt.record["cloud_tasks"]["retry_count"] in (0, "0"), attempt.record
+        assert_finished(system, after)
+        attempts_of(system, delayed, count=1, timeout=15)
+        assert_finished(system, delayed)
+        assert len(system.worker_records(after)) == 1
+    finally:
+        emulator.stop()
+        services.stop()

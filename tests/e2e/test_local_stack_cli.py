@@ -71,6 +71,13 @@ def test_each_part_gets_the_environment_the_stack_declares(stack_file: Path) -> 
     assert argv[argv.index("--port") + 1] == "18123"
     assert argv[argv.index("--keys-port") + 1] == "18124"
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    # The emulator's state is kept in the stack's folder (git ignores .local/), across runs.
+    assert argv[argv.index("--data-dir") + 1] == "/state/emulator"
+    assert "--reset" not in argv
+    reset = build_plan(
+        settings, stack_file, queues, ports=ports, state_dir=Path("/state"), reset_emulator=True
+    )
+    assert "--reset" in reset[EMULATOR].argv
     assert app["HOST"] == worker["HOST"] == "127.0.0.1"
     # Locally the services run with what Cloud Run gives them, and no local-only tuning.
     assert "GUNICORN_CMD_ARGS" not in worker

@@ -266,6 +266,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _state(args: tuple[str, ...]) -> tuple[str, ...]:
+    """In memory unless the test names a data directory: never the user's own."""
+    chosen = {"--data-dir", "--in-memory"} & {arg.split("=", 1)[0] for arg in args}
+    return args if chosen else (*args, "--in-memory")
+
+
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m tasks_emulator`` on free ports: the process and its first line."""
     process = subprocess.Popen(
@@ -279,7 +285,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
             "0",
             "--rest-port",
             "0",
-            *args,
+            *_state(args),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

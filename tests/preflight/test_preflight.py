@@ -14,7 +14,7 @@ import pytest
 
 from preflight import Problem, check_run, check_stack, discovery
 from preflight.__main__ import main
-from preflight.check import rules_data, size
+from preflight.check import rules_data
 from preflight.mapping import MAPPINGS, NOT_GOOGLE_APIS
 from stack_review import RecordedResource, StackRun, run_stack
 from stack_review.manifest import committed_stacks
@@ -70,6 +70,55 @@ def test_every_resource_type_is_mapped_to_its_api(stack: str) -> None:
         "secretmanager.v1",
         "serviceusage.v1",
     }
+
+
+# Each setting at the ends of what the settings model accepts (README's "Allowed").
+EXTREMES: dict[str, dict[str, Any]] = {
+    "queue at its limits": {
+        "maxDispatchesPerSecond": "500",
+        "maxConcurrentDispatches": 5000,
+        "maxAttempts": -1,
+        "loggingSamplingRatio": "1.0",
+        "queueName": "q" * 95,  # its dead-letter queue's name is then 100 characters
+    },
+    "slowest queue": {
+        "maxDispatchesPerSecond": "0.001",
+        "maxConcurrentDispatches": 1,
+        "maxAttempts": 1,
+        "minBackoff": "0s",
+        "maxBackoff": "0s",
+        "loggingSamplingRatio": "0.001",
+    },
+    "longest names": {"taskAppName": "t" * 30, "workerName": "w" * 30},
+    "shortest names": {"taskAppName": "tasker", "workerName": "worker"},
+    "largest services": {
+        "workerCpu": 8,
+        "workerMemory": "32Gi",
+        "workerTimeout": "1800s",
+        "workerMinInstances": 1000,
+        "workerMaxInstances": 1000,
+        "taskAppMaxInstances": 1000,
+        "keepImageVersions": 1000,
+    },
+    "smallest services": {
+        "workerCpu": 1,
+        "workerMemory": "128Mi",
+        "workerTimeout": "15s",
+        "workerMaxInstances": 1,
+        "keepImageVersions": 1,
+    },
+    "4 CPUs at their least memory": {"workerCpu": 4, "workerMemory": "2Gi"},
+}
+
+
+@pytest.mark.parametrize("settings", EXTREMES.values(), ids=EXTREMES.keys())
+def test_what_the_settings_accept_google_accepts(settings: dict[str, Any]) -> None:
+    """The settings model refuses before Google would: at the ends of every range it
+    allows, the program still declares only values Google takes."""
+    run = run_stack(
+        "Pulumi.dev.yaml", {f"cloud-run-tasks:{key}": value for key, value in settings.items()}
+    )
+    assert check_run(run) == []
 
 
 def test_a_wrong_enum_is_caught() -> None:
@@ -321,13 +370,6 @@ def test_every_rule_names_a_real_place_and_cites_its_source(rule: dict[str, Any]
         api, _, where = source["discovery"].partition(":")
         # Still what Google's document says: a changed description fails here first.
         assert source["quote"] in discovery.description(api, where)
-
-
-def test_the_cloud_run_table_is_consistent() -> None:
-    table = rules_data()["cloud_run"]["memory_by_cpu"]["rows"]
-    maxima = [size(row["max"]) for row in table]
-    assert maxima == sorted(maxima)
-    assert [row["cpu"] for row in table] == rules_data()["cloud_run"]["cpu"]["whole"]
 
 
 def test_make_preflight_passes_on_committed_stacks(capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,6 +122,24 @@ def test_deploy_dev_on_main_and_prod_only_by_dispatch_behind_its_environment(
         assert [s["with"]["policyPacks"] for s in ups] == ["policy"]
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_deploy_runs_the_offline_preflight_first(
+    workflows: dict[str, Any], stack: str
+) -> None:
+    """Before any credential and before `pulumi up`, the job checks every value its stack
+    declares against Google's schemas (``python -m preflight``), with the preflight group
+    installed."""
+    job_steps = workflows["deploy.yml"]["jobs"][stack]["steps"]
+    [preflight] = [s for s in job_steps if "python -m preflight" in s.get("run", "")]
+    assert preflight["run"].endswith(f"python -m preflight --stack {stack}")
+    [install] = [s for s in job_steps if "uv sync" in s.get("run", "")]
+    assert "--group preflight" in install["run"]
+    [auth] = [s for s in job_steps if uses(s, "google-github-actions/auth")]
+    [up] = [s for s in job_steps if uses(s, "pulumi/actions") and s["with"]["command"] == "up"]
+    order = [job_steps.index(s) for s in (install, preflight, auth, up)]
+    assert order == sorted(order)
+
+
 def test_prod_deploys_the_digests_dev_runs(workflows: dict[str, Any]) -> None:
     """Promotion: prod reads dev's image outputs, checks they are digests, and sets them
     as its taskAppImage/workerImage config for the same `pulumi up`."""
