@@ -204,11 +204,11 @@ class CloudTasksGateway:
             body=json.dumps(options.payload()).encode(),
         )
         if settings.oidc_service_account:
-            # Cloud Tasks mints the token at each attempt; the audience is the worker's base
-            # URL, which is what Cloud Run (and the worker itself) expects.
+            # Cloud Tasks mints the token at each attempt, for the audience the worker
+            # accepts (OIDC_AUDIENCE, by default the worker's base URL).
             http_request.oidc_token = tasks_v2.OidcToken(
                 service_account_email=settings.oidc_service_account,
-                audience=settings.worker_url,
+                audience=settings.oidc_audience,
             )
         task = tasks_v2.Task(
             http_request=http_request,

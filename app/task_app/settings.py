@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from service_common import contract
 from service_common.config import (
     ConfigError,
+    audience_urls,
     bounded_float,
     bounded_int,
     http_url,
@@ -33,6 +34,8 @@ class TaskAppSettings:
     queue_id: str
     worker_url: str
     oidc_service_account: str | None
+    # The audience each task's token is minted for: the first URL the worker accepts.
+    oidc_audience: str
     dispatch_deadline_seconds: int
     secret_key: str
     # The Cloud Tasks API's base URL; None: Google's.
@@ -71,6 +74,14 @@ class TaskAppSettings:
             queue_id=queue_id,
             worker_url=worker_url,
             oidc_service_account=optional(env, contract.OIDC_SERVICE_ACCOUNT),
+            oidc_audience=next(
+                iter(
+                    audience_urls(
+                        contract.OIDC_AUDIENCE.name, optional(env, contract.OIDC_AUDIENCE) or ""
+                    )
+                ),
+                worker_url,
+            ),
             dispatch_deadline_seconds=bounded_int(
                 env,
                 contract.DISPATCH_DEADLINE_SECONDS,

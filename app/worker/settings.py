@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from service_common import contract
 from service_common.config import (
     ConfigError,
+    audience_urls,
     bounded_float,
     bounded_int,
     http_url,
@@ -54,7 +53,9 @@ class WorkerSettings:
         """Read and check every setting; a ConfigError names the bad variable."""
         env = os.environ if environ is None else environ
         caller = optional(env, contract.OIDC_SERVICE_ACCOUNT)
-        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
+        audiences = audience_urls(
+            contract.OIDC_AUDIENCE.name, optional(env, contract.OIDC_AUDIENCE) or ""
+        )
         if caller is not None and not audiences:
             raise ConfigError(
                 f"{contract.OIDC_AUDIENCE.name} is not set: with "
@@ -84,36 +85,6 @@ class WorkerSettings:
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
         )
-
-
-LOOPBACK_NAMES = frozenset({"localhost"})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def audience_list(raw: str) -> tuple[str, ...]:
-    """OIDC_AUDIENCE's comma-separated URLs, each https (http only on a loopback host)."""
-    name = contract.OIDC_AUDIENCE.name
-    audiences = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        url = http_url(name, item)
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
-            raise ConfigError(
-                f"{name} holds {item!r}: an audience must be an https:// URL (http:// only "
-                "for a loopback host: localhost, 127.0.0.1, [::1])"
-            )
-        audiences.append(url)
-    return tuple(audiences)
 
 
 __all__ = ["ConfigError", "WorkerSettings"]
