@@ -301,8 +301,10 @@ async def _sustained(api: Api, target: TargetServer, figures: Figures) -> None:
     backlog = int(SUSTAIN_RATE * SUSTAIN_SECONDS * 1.1) + 200
     await _create_many(api, [name], target.url, backlog)
     target.arrivals()
-    await api.resume(cloudtasks.ResumeQueueRequest.pb()(name=name))
+    # The window opens when ResumeQueue is sent: deliveries start before it is answered
+    # (with the state on disk, the answer waits for its commit).
     started = time.time()
+    await api.resume(cloudtasks.ResumeQueueRequest.pb()(name=name))
     await asyncio.sleep(SUSTAIN_SECONDS + 1)
     await api.purge(cloudtasks.PurgeQueueRequest.pb()(name=name))
     await asyncio.sleep(1)

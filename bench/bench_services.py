@@ -5,9 +5,11 @@ Flask app (the floor: nothing but Flask and gunicorn, with the services' own ser
 settings) and for each service, the three started in turn in every round so that the
 machine's load falls on all alike; the ratio to the bare app is the figure that matters.
 Then the time from SIGTERM to the exit of an idle process, the task-app's first call of
-Cloud Tasks after start (the client library loads at first use), and task-app's POST /tasks
+Cloud Tasks after start (the client library loads at first use), task-app's POST /tasks
 latency against the tests' fake Cloud Tasks (task-app's own cost plus one local REST round
-trip, not Google's).
+trip, not Google's), and how long /healthz takes to answer while idle or slow clients hold
+connections, with stock gthread (as gunicorn ships it, and with a short keep-alive and
+timeout) beside the services' own worker class.
 
 Everything binds to 127.0.0.1 on free ports and stops by itself.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from tasks_emulator import Emulator, EmulatorThread
 
 from tests.app.fake_cloud_tasks import FakeCloudTasks
+from tests.app.robustness.socket_attacks import attacking, healthz_seconds, running
 
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -220,6 +223,50 @@ def _services(fake_url: str, emulator: Emulator) -> list[Service]:
     ]
 
 
+# (label, GUNICORN_CMD_ARGS): what each column runs; the services' own config is the last.
+SERVERS = (
+    ("stock gthread", "-k gthread"),
+    ("gthread keepalive 1 timeout 5", "-k gthread --keep-alive 1 --timeout 5"),
+    ("bounded gthread (ours)", ""),
+)
+# (label, kind of client, connections held)
+HOSTILE = (
+    ("8 idle", "idle", 8),
+    ("200 idle", "idle", 200),
+    ("8 slow-loris (head)", "slow-head", 8),
+    ("8 slow body", "slow-body", 8),
+)
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+def _hostile_figures(package: str, env: dict[str, str]) -> dict[tuple[str, str], float]:
+    """Seconds /healthz took on a new connection right after each kind of client connected
+    (8 request threads; PROBE_TIMEOUT_SECONDS means no answer in that time)."""
+    figures = {}
+    for server, arguments in SERVERS:
+        with running(package, {**env, "GUNICORN_THREADS": "8"}, arguments) as service:
+            for label, kind, count in HOSTILE:
+                with attacking(service.port, kind, count):
+                    figures[(server, label)] = healthz_seconds(
+                        service.port, timeout=PROBE_TIMEOUT_SECONDS
+                    )
+                # Let the server drop what the attack left before the next one.
+                time.sleep(1.0)
+    return figures
+
+
+def _print_hostile(name: str, figures: dict[tuple[str, str], float]) -> None:
+    width = max(len(server) for server, _ in SERVERS) + 2
+    print(f"  {name:24s}" + "".join(f"{server:>{width}s}" for server, _ in SERVERS))
+    for label, _, _ in HOSTILE:
+        cells = []
+        for server, _ in SERVERS:
+            seconds = figures[(server, label)]
+            text = f"> {seconds:.0f} s" if seconds >= PROBE_TIMEOUT_SECONDS else _ms(seconds)
+            cells.append(f"{text:>{width}s}")
+        print(f"    {label:22s}" + "".join(cells))
+
+
 def main() -> None:
     fake = FakeCloudTasks()
     fake_url = fake.start()
@@ -267,6 +314,13 @@ def main() -> None:
             print(f"  {module:24s} median {_ms(statistics.median(times))}")
 
         _latency(services[2], fake)
+
+        print(
+            "time to a 200 from /healthz while hostile clients hold connections "
+            "(8 request threads; one probe each, noisy on a shared machine):"
+        )
+        for service, package in ((services[1], "worker"), (services[2], "task_app")):
+            _print_hostile(service.name, _hostile_figures(package, service.env))
     finally:
         fake.stop()
         identities.stop()

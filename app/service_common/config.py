@@ -5,8 +5,10 @@ its earlier names, see ``service_common.contract``)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from service_common.contract import Variable
 
@@ -104,3 +106,32 @@ WORK_DEADLINE_MARGIN_SECONDS = 5
 def max_work_seconds(dispatch_deadline_seconds: int) -> float:
     """The longest simulated work that still answers before the dispatch deadline."""
     return float(max(0, dispatch_deadline_seconds - WORK_DEADLINE_MARGIN_SECONDS))
+
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def audience_urls(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of token audiences, each an https:// base URL (http:// only
+    for a loopback host, as a local run serves plain HTTP on 127.0.0.1)."""
+    audiences = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        url = http_url(name, item)
+        if urlsplit(url).scheme != "https" and not _is_loopback(urlsplit(url).hostname or ""):
+            raise ConfigError(
+                f"{name} holds {item!r}: an audience must be an https:// URL (http:// only "
+                "for a loopback host: localhost, 127.0.0.1, [::1])"
+            )
+        audiences.append(url)
+    return tuple(audiences)

@@ -69,8 +69,9 @@ OIDC_AUDIENCE = Variable(
     "OIDC_AUDIENCE",
     "the audiences the worker accepts in a task's token: one URL or several, comma-separated "
     "(e.g. the worker's deterministic https://NAME-PROJECT_NUMBER.REGION.run.app and the one "
-    "Cloud Run's uri gives), each https:// (http:// only for a loopback host); required when "
-    "OIDC_SERVICE_ACCOUNT is set, since the worker never takes it from the request",
+    "Cloud Run's uri gives), each https:// (http:// only for a loopback host); required by the "
+    "worker when OIDC_SERVICE_ACCOUNT is set, since it never takes it from the request. The "
+    "task-app has each task's token minted for the first (WORKER_URL when unset)",
 )
 OIDC_CERTS_URL = Variable("OIDC_CERTS_URL", "where the worker fetches the tokens' signing keys")
 DISPATCH_DEADLINE_SECONDS = Variable(
@@ -124,6 +125,8 @@ WORKER_VARIABLES = (
     GOOGLE_CLOUD_PROJECT,
     QUEUE_RETRY_CONFIG,
     DEAD_LETTER_QUEUE,
+    CLOUD_TASKS_API_ENDPOINT,
+    CLOUD_TASKS_TIMEOUT_SECONDS,
 )
 SERVER_VARIABLES = (HOST, PORT, GUNICORN_THREADS)
 ALL_VARIABLES = (*TASK_APP_VARIABLES, *WORKER_VARIABLES, *SERVER_VARIABLES)

@@ -17,6 +17,9 @@ from typing import Any
 from service_common import contract
 from service_common.config import bounded_int
 
+# gthread, but no request thread waits for an idle or slow client (see gunicorn_worker).
+WORKER_CLASS = "service_common.gunicorn_worker.BoundedThreadWorker"
+
 # Under Cloud Run's ~10 s between SIGTERM and SIGKILL, with room for the exit itself.
 GRACEFUL_TIMEOUT_SECONDS = 8
 
@@ -70,7 +73,7 @@ def server_config(service: str, project_id: str | None) -> dict[str, Any]:
     return {
         "bind": bind_address(),
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASS,
         "threads": thread_count(),
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         # gunicorn's control socket would need a writable home; nothing here uses it.

@@ -4,7 +4,8 @@
 their way from a stack's settings to the Pulumi component, the manifest, the local
 emulator and the services; ``to_api()`` is the one conversion to the Cloud Tasks API's
 own JSON shape. ``RetryConfig.plan()`` computes when each attempt of a failing task happens
-and when the task is given up, the one implementation the manifest, the task-app's page and
+and when the task is given up, and ``RetryConfig.judge_attempt()`` whether a failing attempt
+is the last: the one implementation the manifest, the task-app's page and
 the worker's last-attempt judgement use; ``describe_plan()`` says it in words (the
 reviewed manifests show it for each stack's queue).
 
@@ -99,6 +100,20 @@ class RetryPlan:
         return self.attempts[-1].at
 
 
+DEFAULT_JUDGEMENT_SLACK = 2.0
+"""Seconds allowed between a worker's judgement and Cloud Tasks' receipt of its answer."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Whether a failing attempt is the last, and how sure that is."""
+
+    last: bool
+    certain: bool
+    """False when the duration limit may or may not be reached (``last`` is then True)."""
+    reason: str
+
+
 @dataclass(frozen=True)
 class RetryConfig:
     """How a failed task is retried. Durations in seconds; every value as the API takes it
@@ -179,22 +194,106 @@ class RetryConfig:
         )
         return attempts_reached and time_reached
 
-    def plan(self, limit: int = 1000) -> RetryPlan:
+    def plan(
+        self,
+        limit: int = 1000,
+        *,
+        attempts_made: int = 0,
+        next_at: float = 0.0,
+        first_at: float | None = None,
+    ) -> RetryPlan:
         """Every attempt of a task that always fails and whose attempts take no time, up to
-        ``limit`` attempts or the task's 31-day retention."""
+        ``limit`` attempts or the task's 31-day retention.
+
+        From the start by default (attempt 1 at 0 s). For a task under way: it has failed
+        ``attempts_made`` times, its next attempt is due at ``next_at`` and its first one
+        was at ``first_at`` (times on any one clock, such as seconds since the epoch)."""
+        if attempts_made < 0:
+            raise ValueError(f"attempts_made must be >= 0, got {attempts_made}")
+        first = next_at if first_at is None else first_at
         attempts: list[Attempt] = []
-        at = 0.0
-        number = 1
+        at = next_at
+        number = attempts_made + 1
         while True:
             attempts.append(Attempt(number, at))
-            if self.gives_up(number, at):
+            if self.gives_up(number, at - first):
                 return RetryPlan(tuple(attempts), given_up_after=number)
             at += self.interval(number - 1)
-            if at >= TASK_RETENTION_SECONDS or math.isinf(at):
+            if at - first >= TASK_RETENTION_SECONDS or math.isinf(at):
                 return RetryPlan(tuple(attempts), given_up_after=None)
-            if number >= limit:
+            if len(attempts) >= limit:
                 return RetryPlan(tuple(attempts), given_up_after=None, truncated=True)
             number += 1
+
+    def retried_at_least(self, attempt: int) -> float:
+        """The least time from the first attempt to the start of attempt ``attempt``: the
+        sum of the waits before it (each wait counts from the end of a failed attempt, and
+        a dispatch may come late, never early)."""
+        total = 0.0
+        for retry in range(max(0, attempt - 1)):
+            total += self.interval(retry)
+            if total >= TASK_RETENTION_SECONDS:
+                break  # no plan lasts longer than the task is kept
+        return total
+
+    def judge_attempt(
+        self,
+        attempt: int,
+        *,
+        now: float,
+        eta: float | None = None,
+        first_at_or_after: float | None = None,
+        slack: float = DEFAULT_JUDGEMENT_SLACK,
+    ) -> Judgement:
+        """Whether attempt number ``attempt`` (1 for the first), failing at ``now``, is the
+        last one Cloud Tasks makes.
+
+        What an HTTP target can know: the attempt's number (X-CloudTasks-TaskRetryCount + 1)
+        and its schedule time (X-CloudTasks-TaskETA, ``eta``) but not when the first attempt
+        happened. The time since then is bounded: at least the waits before this attempt
+        plus, from the second attempt on, the time since ``eta``; at most the time since
+        ``first_at_or_after`` (a time the first attempt cannot have preceded, such as the
+        schedule time its creator set) plus ``slack`` for the answer to reach Cloud Tasks.
+        Where the bounds straddle ``max_retry_duration`` the judgement says last, uncertain:
+        losing a task costs more than keeping it early."""
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        unlimited_attempts = self.max_attempts == UNLIMITED_ATTEMPTS
+        unlimited_time = self.max_retry_duration <= 0
+        of = "unlimited" if unlimited_attempts else str(self.max_attempts)
+        if unlimited_attempts and unlimited_time:
+            return Judgement(
+                False, True, f"attempt {attempt} of unlimited, no duration limit: only the "
+                "task's retention ends it",
+            )  # fmt: skip
+        if not unlimited_attempts and attempt < self.max_attempts:
+            return Judgement(False, True, f"attempt {attempt} of {of}")
+        if unlimited_time:
+            return Judgement(True, True, f"attempt {attempt} of {of}, no duration limit")
+        limit = format_duration(self.max_retry_duration)
+        # From the second attempt on, the first one happened at least the waits before
+        # ``eta``; the first attempt itself may have been dispatched after its eta.
+        since_eta = max(0.0, now - eta) if eta is not None and attempt > 1 else 0.0
+        least = self.retried_at_least(attempt) + since_eta
+        if self.gives_up(attempt, least):
+            return Judgement(
+                True, True, f"attempt {attempt} of {of}, retried for {least:.1f} s or more "
+                f"of {limit}",
+            )  # fmt: skip
+        if first_at_or_after is not None:
+            most = max(0.0, now - first_at_or_after) + slack
+            if not self.gives_up(attempt, most):
+                return Judgement(
+                    False, True, f"attempt {attempt} of {of}, retried for under {most:.1f} s "
+                    f"of {limit}",
+                )  # fmt: skip
+            between = f"between {least:.1f} s and {most:.1f} s"
+        else:
+            between = f"at least {least:.1f} s (the first attempt's time is unknown)"
+        return Judgement(
+            True, False, f"attempt {attempt} of {of}, retried for {between} of {limit}: "
+            "taken as the last",
+        )  # fmt: skip
 
 
 _RETRY_KEYS = ["maxAttempts", "maxBackoff", "maxDoublings", "maxRetryDuration", "minBackoff"]

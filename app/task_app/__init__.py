@@ -24,6 +24,7 @@ from service_common.web import (
     route_exact_paths,
 )
 
+from task_app import dead_letters
 from task_app.cloud_tasks import CloudTasksGateway
 from task_app.settings import TaskAppSettings
 from task_app.views import api, pages
@@ -94,6 +95,7 @@ def create_app(
     app.register_blueprint(pages)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    dead_letters.init_app(app, csrf, credentials)
     add_security_headers(app)
     route_exact_paths(app)
     register_error_handlers(app, _render_error)

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from service_common.dead_letter import first_schedule_header
+
 from task_app.options import TaskOptions
 from task_app.settings import TaskAppSettings
 
@@ -145,6 +147,9 @@ def describe_task(task: tasks_v2.Task) -> dict[str, object]:
         "dispatch_count": task.dispatch_count,
         "response_count": task.response_count,
         "last_attempt_time": last_attempt_time,
+        "first_attempt_time": _iso(task.first_attempt.dispatch_time)
+        if "first_attempt" in task and "dispatch_time" in task.first_attempt
+        else None,
         "last_response_status": last_status,
     }
 
@@ -190,16 +195,20 @@ class CloudTasksGateway:
         http_request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
             url=settings.worker_tasks_url,
-            # Cloud Tasks does not default the Content-Type; the worker parses JSON.
-            headers={"Content-Type": "application/json"},
+            # Cloud Tasks does not default the Content-Type; the worker parses JSON, and its
+            # last-attempt judgement wants the earliest time of the first attempt.
+            headers={
+                "Content-Type": "application/json",
+                **first_schedule_header(now.timestamp() + options.delay_seconds),
+            },
             body=json.dumps(options.payload()).encode(),
         )
         if settings.oidc_service_account:
-            # Cloud Tasks mints the token at each attempt; the audience is the worker's base
-            # URL, which is what Cloud Run (and the worker itself) expects.
+            # Cloud Tasks mints the token at each attempt, for the audience the worker
+            # accepts (OIDC_AUDIENCE, by default the worker's base URL).
             http_request.oidc_token = tasks_v2.OidcToken(
                 service_account_email=settings.oidc_service_account,
-                audience=settings.worker_url,
+                audience=settings.oidc_audience,
             )
         task = tasks_v2.Task(
             http_request=http_request,

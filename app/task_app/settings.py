@@ -6,11 +6,12 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service_common import contract
 from service_common.config import (
     ConfigError,
+    audience_urls,
     bounded_float,
     bounded_int,
     http_url,
@@ -18,6 +19,7 @@ from service_common.config import (
     parse_queue_path,
     required,
 )
+from service_common.dead_letter import DeadLetterConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +34,15 @@ class TaskAppSettings:
     queue_id: str
     worker_url: str
     oidc_service_account: str | None
+    # The audience each task's token is minted for: the first URL the worker accepts.
+    oidc_audience: str
     dispatch_deadline_seconds: int
     secret_key: str
     # The Cloud Tasks API's base URL; None: Google's.
     api_endpoint: str | None
     api_timeout_seconds: float
+    # The dead letters the page lists, and the queue's retry config for each task's plan.
+    dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
 
     @property
     def worker_tasks_url(self) -> str:
@@ -68,6 +74,14 @@ class TaskAppSettings:
             queue_id=queue_id,
             worker_url=worker_url,
             oidc_service_account=optional(env, contract.OIDC_SERVICE_ACCOUNT),
+            oidc_audience=next(
+                iter(
+                    audience_urls(
+                        contract.OIDC_AUDIENCE.name, optional(env, contract.OIDC_AUDIENCE) or ""
+                    )
+                ),
+                worker_url,
+            ),
             dispatch_deadline_seconds=bounded_int(
                 env,
                 contract.DISPATCH_DEADLINE_SECONDS,
@@ -82,6 +96,7 @@ class TaskAppSettings:
             api_timeout_seconds=bounded_float(
                 env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
             ),
+            dead_letters=DeadLetterConfig.from_env(env, retry_required=False),
         )
 
 

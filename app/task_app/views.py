@@ -20,6 +20,7 @@ from service_common.web import InvalidBody, json_error, parse_json, read_body
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from task_app.cloud_tasks import CloudTasksGateway, CloudTasksUnavailable, CreateOutcome
+from task_app.dead_letters import with_plans
 from task_app.forms import ScheduleForm, form_values
 from task_app.options import describe_errors, validate_options
 from task_app.settings import TaskAppSettings
@@ -140,6 +141,6 @@ def list_tasks() -> tuple[Response, int]:
         tasks = _gateway().list_tasks()
     except CloudTasksUnavailable as unavailable:
         return json_error(503, str(unavailable))
-    response = jsonify({"queue": _settings().queue_id, "tasks": tasks})
+    response = jsonify({"queue": _settings().queue_id, "tasks": with_plans(tasks)})
     response.headers["Cache-Control"] = "no-store"
     return response, 200

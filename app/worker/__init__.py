@@ -22,6 +22,7 @@ from service_common.web import (
     route_exact_paths,
 )
 
+from worker import dead_letters
 from worker.auth import TokenVerifier
 from worker.settings import WorkerSettings
 from worker.views import tasks
@@ -57,6 +58,7 @@ def create_app(
         if settings.oidc_caller_email
         else None
     )
+    dead_letters.init_app(app)
     app.register_blueprint(tasks)
     app.register_blueprint(health)
     add_security_headers(app)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
 from service_common import contract
-from service_common.config import ConfigError, bounded_int, http_url, max_work_seconds, optional
+from service_common.config import (
+    ConfigError,
+    audience_urls,
+    bounded_float,
+    bounded_int,
+    http_url,
+    max_work_seconds,
+    optional,
+)
+from service_common.dead_letter import DeadLetterConfig
 from service_common.logs import project_id_for_traces
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -27,6 +34,11 @@ class WorkerSettings:
     dispatch_deadline_seconds: int
     # The project the log lines' trace ids belong to; None: traces are not linked.
     project: str | None = None
+    # Where a task given up on is parked, and the queue's retry config to tell when.
+    dead_letters: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+    # The Cloud Tasks REST API's base URL (for parking); None: Google's.
+    api_endpoint: str | None = None
+    api_timeout_seconds: float = 10.0
 
     @property
     def verify_tokens(self) -> bool:
@@ -41,7 +53,9 @@ class WorkerSettings:
         """Read and check every setting; a ConfigError names the bad variable."""
         env = os.environ if environ is None else environ
         caller = optional(env, contract.OIDC_SERVICE_ACCOUNT)
-        audiences = audience_list(optional(env, contract.OIDC_AUDIENCE) or "")
+        audiences = audience_urls(
+            contract.OIDC_AUDIENCE.name, optional(env, contract.OIDC_AUDIENCE) or ""
+        )
         if caller is not None and not audiences:
             raise ConfigError(
                 f"{contract.OIDC_AUDIENCE.name} is not set: with "
@@ -50,6 +64,7 @@ class WorkerSettings:
                 "https://worker-123456789012.europe-west1.run.app; several, comma-separated)"
             )
         certs_url = optional(env, contract.OIDC_CERTS_URL) or GOOGLE_CERTS_URL
+        endpoint = optional(env, contract.CLOUD_TASKS_API_ENDPOINT)
         return cls(
             oidc_caller_email=caller,
             oidc_audiences=audiences,
@@ -62,37 +77,14 @@ class WorkerSettings:
                 maximum=contract.MAX_DISPATCH_DEADLINE_SECONDS,
             ),
             project=project_id_for_traces(env),
+            dead_letters=DeadLetterConfig.from_env(env, retry_required=True),
+            api_endpoint=(
+                http_url(contract.CLOUD_TASKS_API_ENDPOINT.name, endpoint) if endpoint else None
+            ),
+            api_timeout_seconds=bounded_float(
+                env, contract.CLOUD_TASKS_TIMEOUT_SECONDS, default=10.0, minimum=0.1, maximum=60.0
+            ),
         )
-
-
-LOOPBACK_NAMES = frozenset({"localhost"})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def audience_list(raw: str) -> tuple[str, ...]:
-    """OIDC_AUDIENCE's comma-separated URLs, each https (http only on a loopback host)."""
-    name = contract.OIDC_AUDIENCE.name
-    audiences = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        url = http_url(name, item)
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
-            raise ConfigError(
-                f"{name} holds {item!r}: an audience must be an https:// URL (http:// only "
-                "for a loopback host: localhost, 127.0.0.1, [::1])"
-            )
-        audiences.append(url)
-    return tuple(audiences)
 
 
 __all__ = ["ConfigError", "WorkerSettings"]

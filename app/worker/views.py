@@ -6,6 +6,10 @@ Status discipline, since Cloud Tasks retries anything but a 2xx:
 - 5xx: a transient failure (simulated with ``fail_attempts``, or a shutdown mid-work), so
   Cloud Tasks tries again;
 - 401/403: the caller is not who it must be (only when token verification is on).
+
+A failure Cloud Tasks will not retry (the last attempt, or a payload that can never
+succeed) is first parked in the dead-letter queue (``worker.dead_letters``): 200 once it is
+parked, 503 when it could not be.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from service_common.dead_letter import earlier_attempts
 from service_common.web import InvalidBody, json_error, parse_json, read_body
 
-from worker import shutdown
+from worker import dead_letters, shutdown
 from worker.auth import AuthFailure, TokenVerifier
 from worker.settings import WorkerSettings
 
@@ -111,6 +116,11 @@ def run_task() -> tuple[Response, int]:
             invalid,
             extra={"json_fields": {"cloud_tasks": headers, "caller": caller}},
         )
+        # Acknowledged (no retry can fix it), after parking it as a dead letter when the
+        # dead-letter queue is set: no task ends with a log line alone.
+        parked = dead_letters.give_up(f"payload can never succeed: {invalid}", task_id=task)
+        if parked is not None:
+            return parked
         return jsonify({"task": task, "acknowledged": True, "error": str(invalid)}), 200
 
     logger.info(
@@ -128,10 +138,13 @@ def run_task() -> tuple[Response, int]:
             }
         },
     )
-    if retry_count < fail_attempts:
-        reason = f"simulated failure: attempt {retry_count + 1} fails (first {fail_attempts} do)"
+    # A replayed task's earlier lives count: "the first K attempts" are the task's, so a
+    # task that died of them succeeds when replayed.
+    attempt = earlier_attempts(request.headers) + retry_count + 1
+    if attempt <= fail_attempts:
+        reason = f"simulated failure: attempt {attempt} fails (first {fail_attempts} do)"
         logger.warning("task %s: %s", task, reason)
-        return json_error(500, reason, task=task)
+        return dead_letters.answer_failure(500, reason, task_id=task)
 
     cap = settings.max_work_seconds
     if work_seconds > cap:
@@ -146,7 +159,7 @@ def run_task() -> tuple[Response, int]:
     started = time.monotonic()
     if shutdown.shutting_down() or shutdown.wait_for_shutdown(work_seconds):
         logger.warning("task %s: shutting down, not acknowledged; it will be retried", task)
-        return json_error(503, "shutting down; retry later", task=task)
+        return dead_letters.answer_failure(503, "shutting down; retry later", task_id=task)
     elapsed = time.monotonic() - started
     logger.info("task %s done in %.3f s", task, elapsed)
     return jsonify({"task": task, "acknowledged": True, "work_seconds": round(elapsed, 3)}), 200

@@ -112,6 +112,29 @@ def test_without_service_account_no_token_is_requested(
     assert "oidc_token" not in fake_tasks.create_requests[0].task.http_request
 
 
+def test_tokens_are_minted_for_the_configured_audience(
+    make_task_app: Callable[[TaskAppSettings], Flask], fake_tasks: FakeCloudTasks
+) -> None:
+    """With OIDC_AUDIENCE set (the worker's deterministic URL), each task's token is for
+    its first URL, the one the worker accepts, not for WORKER_URL."""
+    audience = "https://worker-123456789012.europe-west1.run.app"
+    settings = TaskAppSettings.from_env(
+        {
+            "QUEUE": QUEUE,
+            "WORKER_URL": WORKER_URL,
+            "OIDC_SERVICE_ACCOUNT": TASK_APP_SA,
+            "OIDC_AUDIENCE": f"{audience}/, https://other.example",
+            "CLOUD_TASKS_API_ENDPOINT": fake_tasks.url,
+        }
+    )
+    app = make_task_app(settings)
+
+    assert app.test_client().post("/tasks", json={}).status_code == 201
+    http = fake_tasks.create_requests[0].task.http_request
+    assert http.oidc_token.audience == audience
+    assert http.url == f"{WORKER_URL}/tasks"
+
+
 INVALID_BODIES = [
     ({"message": 5}, "message"),
     ({"message": "x" * 1001}, "message"),

@@ -126,3 +126,11 @@ def test_gunicorn_process_stops_at_start_naming_the_missing_variable() -> None:
 
     assert result.returncode != 0
     assert "task-app cannot start: WORKER_URL is not set" in result.stderr
+
+
+@pytest.mark.parametrize("audience", ["http://worker.example", "gopher://worker.example"])
+def test_an_audience_the_worker_could_not_accept_stops_the_start(audience: str) -> None:
+    """The task-app would mint tokens the worker refuses: it says so at start."""
+    env = {"QUEUE": QUEUE, "WORKER_URL": "https://w.example", "OIDC_AUDIENCE": audience}
+    with pytest.raises(ConfigError, match="OIDC_AUDIENCE"):
+        TaskAppSettings.from_env(env)

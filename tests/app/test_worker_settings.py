@@ -70,6 +70,7 @@ def test_refused_audiences_name_the_variable_and_the_rule(raw: str, message: str
     assert message in str(error.value)
 
 
+@pytest.mark.process
 def test_gunicorn_process_stops_at_start_without_an_audience() -> None:
     """The container's command exits at once and says what is missing."""
     env = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,19 @@ from tests.e2e.harness import (
     stack_queues,
     start_system,
 )
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium. Outside CI its absence skips the test; under CI it is an error,
+    because .ci/run installs it and a skipped browser test would hide a broken page."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run must install it (apt-get chromium)")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ once the worker has acknowledged it. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from tests.e2e.harness import System, story
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -26,17 +24,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture
-def chromium() -> Path:
-    """Debian's Chromium. Outside CI its absence skips the test; under CI it is an error,
-    because .ci/run installs it and a skipped browser test would hide a broken page."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run must install it (apt-get chromium)")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
 
 
 def test_pressing_schedule_task_shows_the_task_retrying_then_done(

@@ -19,7 +19,7 @@ from tasks_emulator.iam import roles
 
 from local_stack.plan import task_app_service_account
 from tests.e2e.harness import System, unique_id
-from tests.e2e.test_e2e_browser import CHROMIUM_ARGS, chromium  # noqa: F401 (a fixture)
+from tests.e2e.test_e2e_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_api_tasks_lists_only_while_the_task_app_may_list(system: System) -> Non
 @pytest.mark.browser
 def test_the_page_shows_the_tasks_or_the_missing_list_permission(
     system: System,
-    chromium: Path,  # noqa: F811 (the browser test's fixture)
+    chromium: Path,
 ) -> None:
     """What a person sees: the queue's tasks with the stack's grants; without the list
     grant, the page says PERMISSION_DENIED and names cloudtasks.tasks.list instead."""

@@ -16,11 +16,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from .conftest import PARENT, client_for, start_cli
+
+pytestmark = pytest.mark.process
 
 CREATORS = 4
 BURST_SECONDS = 1.5

@@ -251,6 +251,7 @@ def _foreign(database: Path) -> None:
         connection.commit()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("spoil", "says"),
     [
@@ -292,6 +293,7 @@ def test_an_unusable_database_stops_the_start_naming_it_and_keeps_it(
         assert connection.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
 
 
+@pytest.mark.process
 def test_a_directory_another_emulator_holds_is_refused_with_its_pid(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     holder, ready = start_cli("--data-dir", str(directory))
@@ -329,6 +331,7 @@ def test_the_state_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         assert stopped.value.code == 2
 
 
+@pytest.mark.process
 def test_an_in_memory_emulator_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,6 +366,7 @@ def test_a_kept_certificate_past_its_end_is_made_anew_for_the_same_key() -> None
     assert signer.verify(token, "https://w")["email"] == "a@p.iam.gserviceaccount.com"
 
 
+@pytest.mark.process
 def test_the_command_line_keeps_state_between_runs(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     name = f"{PARENT}/queues/cli"

@@ -43,8 +43,14 @@ def test_the_map_names_the_calls_the_issue_lists(settings: StackSettings) -> Non
         ("live", "task-app", "roles/cloudtasks.viewer", ["cloudtasks.tasks.list"]),
         ("live", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.create"]),
         ("dead", "worker", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.create"]),
-        ("dead", "task-app", "roles/cloudtasks.viewer", ["cloudtasks.tasks.list"]),
-        ("dead", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.fullView"]),
+        # GetTask (a replay reads the dead letter) and ListTasks, both in the FULL view.
+        (
+            "dead",
+            "task-app",
+            "roles/cloudtasks.viewer",
+            ["cloudtasks.tasks.list", "cloudtasks.tasks.get"],
+        ),
+        ("dead", "task-app", "roles/cloudtasks.enqueuer", ["cloudtasks.tasks.fullView"] * 2),
         ("dead", "task-app", "roles/cloudtasks.taskDeleter", ["cloudtasks.tasks.delete"]),
     ],
 )

@@ -55,6 +55,16 @@ def test_task_app_accepts_the_environment_the_stack_gives_it(stack: StackRun) ->
     assert settings.api_endpoint is None  # Google's Cloud Tasks endpoint
 
 
+def test_the_task_apps_tokens_carry_an_audience_the_worker_accepts(stack: StackRun) -> None:
+    """Read by each service from the environment the stack gives it, the audience the
+    task-app asks Cloud Tasks to mint tokens for is one the worker accepts: otherwise every
+    delivery would be refused with 401."""
+    task_app = TaskAppSettings.from_env(service_environment(stack, "task-app"))
+    worker = WorkerSettings.from_env(service_environment(stack, "worker"))
+    assert task_app.oidc_audience in worker.oidc_audiences
+    assert task_app.oidc_audience.startswith("https://")
+
+
 def test_worker_accepts_the_environment_the_stack_gives_it(stack: StackRun) -> None:
     """The worker verifies tokens (on exactly when OIDC_SERVICE_ACCOUNT is set) and expects
     the task-app's account; its deadline matches its request timeout."""
