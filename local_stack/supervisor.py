@@ -18,15 +18,16 @@ as soon as its slowest part is.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 from local_stack.plan import Part
 
@@ -35,8 +36,6 @@ STACK = "stack"
 
 LineSink = Callable[[str, str], None]
 """Receives every log line: (part name or STACK, line without its newline)."""
-
-_PR_SET_PDEATHSIG = 1
 
 
 class StartupError(RuntimeError):
@@ -47,24 +46,15 @@ class StopRequested(RuntimeError):
     """A stop was requested while the parts were starting."""
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux: the supervisor's own stop is the only safeguard
-    return prctl
+_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
 
-# Resolved once here: the function below runs between fork and exec, where loading a
-# library could wait forever on a lock another thread of the supervisor held at the fork.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if the supervisor is killed outright (SIGKILL, no
-    chance to clean up), Linux sends the part SIGTERM, so no part outlives it."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dies_with_us(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel stops it if this supervisor is killed outright (no
+    chance to clean up), on Linux; elsewhere the supervisor's own stop is the safeguard."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-I", "-S", str(_DIE_WITH_PARENT), str(os.getpid()), *argv]
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -129,14 +119,13 @@ class LocalStack:
         inherited = {key: value for key, value in os.environ.items() if key not in part.unset}
         env = {**inherited, **part.env, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            part.argv,
+            _dies_with_us(part.argv),
             cwd=part.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl)
         )
         self.processes[part.name] = process
         reader = threading.Thread(

@@ -199,3 +199,13 @@ class DeadLetterRecord:
             )
         except (ValueError, TypeError, KeyError):
             return None
+
+
+def rest_error(response: Any) -> tuple[str, str]:
+    """(status name, message) of a Cloud Tasks REST error answer: Google's JSON error body
+    (``{"error": {"code", "message", "status"}}``), or the HTTP status and text of any other."""
+    try:
+        error = response.json()["error"]
+        return str(error.get("status") or response.status_code), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"HTTP {response.status_code}", str(getattr(response, "text", ""))[:300]

@@ -53,6 +53,7 @@ from service_common.dead_letter import (
     iso,
     parse_iso,
     replay_id,
+    rest_error,
 )
 from service_common.web import json_error
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -350,16 +351,8 @@ def _answer(response: Any) -> dict[str, Any]:
     if 200 <= response.status_code < 300:
         answer: dict[str, Any] = response.json() if response.content else {}
         return answer
-    status, message = _api_error(response)
+    status, message = rest_error(response)
     raise CloudTasksError(status, message)
-
-
-def _api_error(response: Any) -> tuple[str, str]:
-    try:
-        error = response.json()["error"]
-        return str(error.get("status") or response.status_code), str(error.get("message", ""))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"HTTP {response.status_code}", str(getattr(response, "text", ""))[:300]
 
 
 # ---- Flask --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from service_common.dead_letter import (
     earlier_attempts,
     iso,
     parse_iso,
+    rest_error,
 )
 from service_common.queue_spec import Judgement, RetryConfig
 from service_common.web import json_error
@@ -161,7 +162,7 @@ class DeadLetters:
             return ParkOutcome(False, name, error=f"{type(error).__name__}: {error}")
         if 200 <= response.status_code < 300:
             return ParkOutcome(True, name)
-        status, message = _api_error(response)
+        status, message = rest_error(response)
         if status == "ALREADY_EXISTS":
             return ParkOutcome(True, name, already=True)
         return ParkOutcome(False, name, error=f"{status}: {message}")
@@ -182,15 +183,6 @@ def _first_schedule(headers: Headers) -> float | None:
         return parse_iso(raw)
     except ValueError:
         return None
-
-
-def _api_error(response: Any) -> tuple[str, str]:
-    """(status name, message) of a Cloud Tasks REST error answer."""
-    try:
-        error = response.json()["error"]
-        return str(error.get("status") or response.status_code), str(error.get("message", ""))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"HTTP {response.status_code}", str(getattr(response, "text", ""))[:300]
 
 
 def init_app(app: Flask, dead_letters: DeadLetters | None = None) -> DeadLetters:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -95,3 +99,21 @@ class OidcKeys:
         claims.update(overrides)
         claims = {key: value for key, value in claims.items() if value is not None}
         return jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
+
+def gunicorn_start(
+    package: str, unset: set[str], given: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The service's container command (gunicorn with its config) run to its exit, with
+    ``unset`` removed from this environment and ``given`` added."""
+    env = {key: value for key, value in os.environ.items() if key not in unset | {"PORT", "HOST"}}
+    env.update({**given, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "app")})
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return subprocess.run(
+        [str(gunicorn), "-c", f"python:{package}.gunicorn_conf", f"{package}:create_app()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

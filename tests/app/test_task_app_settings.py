@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from service_common.config import ConfigError
-from services_support import QUEUE
+from services_support import QUEUE, gunicorn_start
 from task_app.settings import TaskAppSettings
 
 GOOD = {"QUEUE": QUEUE, "WORKER_URL": "https://worker.example.run.app/", "SECRET_KEY": "k"}
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_good_environment_is_read() -> None:
@@ -108,21 +102,7 @@ def test_create_app_without_settings_reads_them_from_the_environment(
 def test_gunicorn_process_stops_at_start_naming_the_missing_variable() -> None:
     """The container's command exits at once (not a crash loop of workers) and says which
     variable is missing."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"QUEUE", "WORKER_URL", "PORT", "HOST"}
-    }
-    env.update({"QUEUE": QUEUE, "PYTHONPATH": str(REPO / "app")})
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    result = subprocess.run(
-        [str(gunicorn), "-c", "python:task_app.gunicorn_conf", "task_app:create_app()"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = gunicorn_start("task_app", {"QUEUE", "WORKER_URL"}, {"QUEUE": QUEUE})
 
     assert result.returncode != 0
     assert "task-app cannot start: WORKER_URL is not set" in result.stderr

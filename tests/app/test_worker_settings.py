@@ -3,16 +3,9 @@ setting it cannot trust stops it at start with a message naming the variable."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from services_support import TASK_APP_SA
+from services_support import TASK_APP_SA, gunicorn_start
 from worker.settings import ConfigError, WorkerSettings
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(**env: str) -> WorkerSettings:
@@ -73,20 +66,8 @@ def test_refused_audiences_name_the_variable_and_the_rule(raw: str, message: str
 @pytest.mark.process
 def test_gunicorn_process_stops_at_start_without_an_audience() -> None:
     """The container's command exits at once and says what is missing."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"OIDC_AUDIENCE", "OIDC_CERTS_URL", "PORT", "HOST"}
-    }
-    env.update({"OIDC_SERVICE_ACCOUNT": TASK_APP_SA, "PYTHONPATH": str(REPO / "app")})
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    result = subprocess.run(
-        [str(gunicorn), "-c", "python:worker.gunicorn_conf", "worker:create_app()"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = gunicorn_start(
+        "worker", {"OIDC_AUDIENCE", "OIDC_CERTS_URL"}, {"OIDC_SERVICE_ACCOUNT": TASK_APP_SA}
     )
 
     assert result.returncode != 0
