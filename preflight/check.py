@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -266,53 +266,58 @@ class _ResourceCheck:
                 "nothing: the field is output only, Google sets it and ignores what is sent",
                 source,
             )
-            return
-        if shape == "list" and not isinstance(value, list):
+        elif shape == "list" and not isinstance(value, list):
             # One value the provider sends as a one-item list: shown as the program wrote it.
             self.check_value(place, prop.get("items", {}), value)
-            return
-        if shape is not None and shape.startswith("map:") and isinstance(value, list):
-            key = shape.removeprefix("map:")
-            for index, item in enumerate(value):
-                item_place = place.item(index)
-                if not isinstance(item, dict) or not isinstance(item.get(key), str):
-                    self.report(item_place.path, item, f"an object with a {key!r}", source)
-                    continue
-                self.check_value(item_place, prop.get("additionalProperties", {}), item)
-            return
-        if "$ref" in prop:
+        elif shape is not None and shape.startswith("map:") and isinstance(value, list):
+            self._check_keyed_list(place, prop, value, shape.removeprefix("map:"), source)
+        elif "$ref" in prop:
             if not isinstance(value, dict):
                 self.report(place.path, value, f"an object ({prop['$ref']})", source)
-                return
-            self.check_object(place, prop["$ref"], value)
-            return
-        kind = prop.get("type")
-        if kind == "array":
-            if not isinstance(value, list):
-                self.report(place.path, value, "a list", source)
-                return
-            for index, item in enumerate(value):
-                self.check_value(place.item(index), prop.get("items", {}), item)
-            return
-        if kind == "object":
-            if not isinstance(value, dict):
-                self.report(place.path, value, "a map", source)
-                return
+            else:
+                self.check_object(place, prop["$ref"], value)
+        elif prop.get("type") == "array":
+            self._check_list(place, prop, value, source)
+        elif prop.get("type") == "object":
+            self._check_map(place, prop, value, source)
+        elif self.check_scalar(place, prop, value):
+            if "enum" in prop:
+                self.check_enum(place, prop, value)
             self.apply_rules(place, value, prop)
-            additional = prop.get("additionalProperties")
-            if additional is not None:
-                for key, item in value.items():
-                    entry = place._replace(path=f"{place.path}.{key}", npath=f"{place.npath}.*")
-                    if "$ref" in additional:
-                        self.check_value(entry, additional, item)
-                    else:
-                        self.check_scalar(entry, additional, item)
+
+    def _check_list(self, place: _Place, prop: dict[str, Any], value: Any, source: str) -> None:
+        if not isinstance(value, list):
+            self.report(place.path, value, "a list", source)
             return
-        if not self.check_scalar(place, prop, value):
+        for index, item in enumerate(value):
+            self.check_value(place.item(index), prop.get("items", {}), item)
+
+    def _check_keyed_list(
+        self, place: _Place, prop: dict[str, Any], value: list[Any], key: str, source: str
+    ) -> None:
+        """A list the provider turns into the API's map keyed by each item's ``key``."""
+        for index, item in enumerate(value):
+            item_place = place.item(index)
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                self.report(item_place.path, item, f"an object with a {key!r}", source)
+                continue
+            self.check_value(item_place, prop.get("additionalProperties", {}), item)
+
+    def _check_map(self, place: _Place, prop: dict[str, Any], value: Any, source: str) -> None:
+        """A map: its own rules, then each entry against the schema's value type."""
+        if not isinstance(value, dict):
+            self.report(place.path, value, "a map", source)
             return
-        if "enum" in prop:
-            self.check_enum(place, prop, value)
         self.apply_rules(place, value, prop)
+        additional = prop.get("additionalProperties")
+        if additional is None:
+            return
+        for key, item in value.items():
+            entry = place._replace(path=f"{place.path}.{key}", npath=f"{place.npath}.*")
+            if "$ref" in additional:
+                self.check_value(entry, additional, item)
+            else:
+                self.check_scalar(entry, additional, item)
 
     def check_scalar(self, place: _Place, prop: dict[str, Any], value: Any) -> bool:
         kind, fmt = prop.get("type"), prop.get("format")
@@ -395,34 +400,35 @@ class _ResourceCheck:
             if unknown:
                 self.report(path, value, f"only the keys {', '.join(spec['keys'])}", source)
         if isinstance(value, str):
-            if "pattern" in spec and re.fullmatch(spec["pattern"], value) is None:
-                self.report(
-                    path, value, spec.get("allowed", f"a match of {spec['pattern']}"), source
-                )
-            if "max_length" in spec and len(value) > spec["max_length"]:
-                self.report(
-                    path,
-                    f"{len(value)} characters",
-                    f"at most {spec['max_length']} characters",
-                    source,
-                )
-            if "min_length" in spec and len(value) < spec["min_length"]:
-                self.report(path, value, f"at least {spec['min_length']} characters", source)
-            if "max_bytes" in spec and len(value.encode()) > spec["max_bytes"]:
-                self.report(
-                    path,
-                    f"{len(value.encode())} bytes",
-                    f"at most {spec['max_bytes']} bytes",
-                    source,
-                )
+            self._apply_text_rule(spec, source, path, value)
         number: float | None = None
         unit = ""
         if prop.get("format") == "google-duration":
             number, unit = duration_seconds(value), "s"
         elif isinstance(value, int | float) and not isinstance(value, bool):
             number = float(value)
-        if number is None:
-            return
+        if number is not None:
+            self._apply_range_rule(spec, source, path, value, number=number, unit=unit)
+
+    def _apply_text_rule(self, spec: dict[str, Any], source: str, path: str, value: str) -> None:
+        """A string's pattern and its length in characters and in bytes."""
+        if "pattern" in spec and re.fullmatch(spec["pattern"], value) is None:
+            self.report(path, value, spec.get("allowed", f"a match of {spec['pattern']}"), source)
+        if "max_length" in spec and len(value) > spec["max_length"]:
+            self.report(
+                path, f"{len(value)} characters", f"at most {spec['max_length']} characters", source
+            )
+        if "min_length" in spec and len(value) < spec["min_length"]:
+            self.report(path, value, f"at least {spec['min_length']} characters", source)
+        if "max_bytes" in spec and len(value.encode()) > spec["max_bytes"]:
+            self.report(
+                path, f"{len(value.encode())} bytes", f"at most {spec['max_bytes']} bytes", source
+            )
+
+    def _apply_range_rule(
+        self, spec: dict[str, Any], source: str, path: str, value: Any, *, number: float, unit: str
+    ) -> None:
+        """A number's (or a duration's seconds') bounds, inclusive or exclusive."""
         low, high = spec.get("min"), spec.get("max")
         if "min_exclusive" in spec and number <= spec["min_exclusive"]:
             self.report(path, value, f"more than {spec['min_exclusive']}{unit}", source)
@@ -513,6 +519,34 @@ class _ResourceCheck:
 # ---- Cloud Run's CPU and memory (no discovery document carries them) ------------------
 
 
+def _checked_cpu(
+    check: _ResourceCheck,
+    limits: dict[str, Any],
+    path: str,
+    cpu_facts: dict[str, Any],
+    table: Mapping[int, Any],
+) -> float | None:
+    """The CPU count of ``limits``, or None (and a report) when Cloud Run does not offer it:
+    a whole count from the table, or a fraction in the documented steps below one."""
+    cpu = cpu_count(limits["cpu"])
+    step = cpu_facts["fractional_step"]
+    fractional_ok = (
+        cpu is not None
+        and cpu_facts["fractional_min"] <= cpu < 1
+        and abs(round(cpu / step) * step - cpu) < 1e-9
+    )
+    if cpu is not None and (fractional_ok or cpu in table):
+        return cpu
+    check.report(
+        f"{path}.limits.cpu",
+        limits["cpu"],
+        f"{', '.join(map(str, sorted(table)))} CPUs, or from"
+        f" {cpu_facts['fractional_min']} to 1 in steps of {step}",
+        cpu_facts["source"],
+    )
+    return None
+
+
 def _cloud_run_resources(check: _ResourceCheck, obj: dict[str, Any], path: str) -> None:
     """CPU and memory as Cloud Run allows them: whole CPUs and the memory each allows come
     from the stack's own table of Cloud Run's limits (the one its settings are held to);
@@ -521,26 +555,9 @@ def _cloud_run_resources(check: _ResourceCheck, obj: dict[str, Any], path: str) 
     if not isinstance(limits, dict):
         return
     facts = rules_data()["cloud_run"]
-    cpu_facts, below_one = facts["cpu"], facts["below_one_cpu"]
+    below_one = facts["below_one_cpu"]
     table, table_source = memory_by_cpu(), cloud_run_limits_source()
-    cpu: float | None = None
-    if "cpu" in limits:
-        cpu = cpu_count(limits["cpu"])
-        step = cpu_facts["fractional_step"]
-        fractional_ok = (
-            cpu is not None
-            and cpu_facts["fractional_min"] <= cpu < 1
-            and abs(round(cpu / step) * step - cpu) < 1e-9
-        )
-        if cpu is None or not (fractional_ok or cpu in table):
-            check.report(
-                f"{path}.limits.cpu",
-                limits["cpu"],
-                f"{', '.join(map(str, sorted(table)))} CPUs, or from"
-                f" {cpu_facts['fractional_min']} to 1 in steps of {step}",
-                cpu_facts["source"],
-            )
-            cpu = None
+    cpu = _checked_cpu(check, limits, path, facts["cpu"], table) if "cpu" in limits else None
     if "memory" not in limits:
         return
     memory = memory_bytes(limits["memory"])

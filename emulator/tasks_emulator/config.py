@@ -79,6 +79,37 @@ class _Problems:
         self.found.append(message)
 
 
+def _queues(data: dict[str, Any], problems: _Problems) -> list[Any]:
+    """``queues``: Queue objects, each with a full name and a state the API allows."""
+    queues = data.get("queues", [])
+    if not isinstance(queues, list):
+        problems.add(f"queues must be a list of Queue objects, got {type(queues).__name__}")
+        return []
+    for index, queue in enumerate(queues):
+        where = f"queues[{index}]"
+        if not isinstance(queue, dict):
+            problems.add(f"{where} must be a Queue object, got {type(queue).__name__}")
+            continue
+        if not isinstance(queue.get("name"), str) or not queue["name"]:
+            problems.add(f"{where}.name must be projects/P/locations/L/queues/Q")
+        state = queue.get("state", "RUNNING")
+        if state not in STATES:
+            problems.add(f"{where}.state = {state!r}: must be RUNNING or PAUSED")
+    return queues
+
+
+def _projects(data: dict[str, Any], problems: _Problems) -> list[Any]:
+    """``projects``: each a name and, optionally, the project's IAM policy."""
+    projects = data.get("projects", [])
+    if not isinstance(projects, list):
+        problems.add(f"projects must be a list of Project objects, got {type(projects).__name__}")
+        return []
+    for index, project in enumerate(projects):
+        if not isinstance(project, dict) or not isinstance(project.get("name"), str):
+            problems.add(f'projects[{index}] must be {{"name": "projects/P", "iamPolicy": ...}}')
+    return projects
+
+
 def parse_config(text: str, source: str) -> StartConfig:
     """The start-up configuration in ``text`` (JSON), or ConfigError listing every problem."""
     try:
@@ -90,27 +121,8 @@ def parse_config(text: str, source: str) -> StartConfig:
     problems = _Problems(source)
     for key in sorted(set(data) - KNOWN_KEYS):
         problems.add(f"unknown key {key!r} (known: {', '.join(sorted(KNOWN_KEYS))})")
-    queues = data.get("queues", [])
-    if not isinstance(queues, list):
-        problems.add(f"queues must be a list of Queue objects, got {type(queues).__name__}")
-        queues = []
-    for index, queue in enumerate(queues):
-        where = f"queues[{index}]"
-        if not isinstance(queue, dict):
-            problems.add(f"{where} must be a Queue object, got {type(queue).__name__}")
-            continue
-        if not isinstance(queue.get("name"), str) or not queue["name"]:
-            problems.add(f"{where}.name must be projects/P/locations/L/queues/Q")
-        state = queue.get("state", "RUNNING")
-        if state not in STATES:
-            problems.add(f"{where}.state = {state!r}: must be RUNNING or PAUSED")
-    projects = data.get("projects", [])
-    if not isinstance(projects, list):
-        problems.add(f"projects must be a list of Project objects, got {type(projects).__name__}")
-        projects = []
-    for index, project in enumerate(projects):
-        if not isinstance(project, dict) or not isinstance(project.get("name"), str):
-            problems.add(f'projects[{index}] must be {{"name": "projects/P", "iamPolicy": ...}}')
+    queues = _queues(data, problems)
+    projects = _projects(data, problems)
     if problems.found:
         listed = "\n".join(f"  - {problem}" for problem in problems.found)
         raise ConfigError(f"{source}: {len(problems.found)} problem(s):\n{listed}")

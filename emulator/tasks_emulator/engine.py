@@ -152,7 +152,6 @@ class QueueRecord:
         self.tokens = float(settings.burst)
         self.tokens_time = now
         self.inflight = 0
-        self.forced_inflight = 0
         self.timer: TimerHandle | None = None
         self.timer_when = math.inf
         self.deleted = False
@@ -539,10 +538,23 @@ class Engine:
 
     def _start_attempt(self, record: QueueRecord, task: TaskState, forced: bool) -> None:
         now = self.clock.now()
-        if forced:
-            record.forced_inflight += 1
-        else:
+        if not forced:
             record.inflight += 1
+        request = task.pb.http_request
+        headers = self._attempt_headers(record, task, now)
+        task.dispatch_count += 1
+        task.running += 1
+        if task.first_dispatch is None:
+            task.first_dispatch = now
+        task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
+        self.store.task_changed(task)
+        method = METHOD_NAMES[request.http_method]
+        response = self.http.request(method, request.url, headers, request.body)
+        self._await_response(record, task, forced, response, now)
+
+    def _attempt_headers(self, record: QueueRecord, task: TaskState, now: float) -> dict[str, str]:
+        """The task's own headers (less the reserved ones), the X-CloudTasks-* headers of
+        this attempt, and a token minted for it (so a retry never carries an expired one)."""
         request = task.pb.http_request
         headers = (
             {k: val for k, val in request.headers.items() if not _RESERVED_HEADER.match(k)}
@@ -559,7 +571,6 @@ class Engine:
             headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response)
             headers["X-CloudTasks-TaskRetryReason"] = ""
         if request.HasField("oidc_token"):
-            # Minted per attempt, so a retry never carries an expired token.
             for key in [k for k in headers if k.lower() == "authorization"]:
                 del headers[key]
             token = self.signer.mint(
@@ -568,14 +579,17 @@ class Engine:
                 now,
             )
             headers["Authorization"] = f"Bearer {token}"
-        task.dispatch_count += 1
-        task.running += 1
-        if task.first_dispatch is None:
-            task.first_dispatch = now
-        task.last_attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=now)
-        self.store.task_changed(task)
-        method = METHOD_NAMES[request.http_method]
-        response = self.http.request(method, request.url, headers, request.body)
+        return headers
+
+    def _await_response(
+        self,
+        record: QueueRecord,
+        task: TaskState,
+        forced: bool,
+        response: asyncio.Future[Any],
+        now: float,
+    ) -> None:
+        """Finishes the attempt when its answer comes, or when its dispatch deadline ends."""
         deadline = task.deadline
 
         def on_deadline() -> None:
@@ -617,9 +631,7 @@ class Engine:
         message: str,
     ) -> None:
         now = self.clock.now()
-        if forced:
-            record.forced_inflight -= 1
-        else:
+        if not forced:
             record.inflight -= 1
         task.running -= 1
         if log.isEnabledFor(logging.INFO):
@@ -631,23 +643,7 @@ class Engine:
         if task.done:
             self._pump(record)
             return
-        attempt = task.last_attempt
-        if attempt is not None:
-            attempt.response_time = now
-            attempt.message = message
-        if status is None:
-            timed_out = message.startswith("dispatch deadline")  # see DeadlineExceeded
-            task.previous_response = TIMEOUT_STATUS if timed_out else UNREACHABLE_STATUS
-            if attempt is not None:
-                attempt.rpc_code = 4 if timed_out else 14
-        else:
-            task.response_count += 1
-            if status < 500:
-                task.execution_count += 1
-            task.previous_response = status
-            if attempt is not None:
-                attempt.http_status = status
-                attempt.rpc_code = rpc_code(status)
+        _record_outcome(task, status, message, now)
         if status is not None and 200 <= status < 300:
             self._forget(task, now)
         elif task.running == 0:
@@ -743,3 +739,25 @@ class Engine:
         self.store.expire_tombstones(self.clock.now())
         for record in list(self.queues.values()):
             self._pump(record)
+
+
+def _record_outcome(task: TaskState, status: int | None, message: str, now: float) -> None:
+    """An attempt's answer (or its absence) in the task's counts and its last attempt:
+    only an answer counts as a response, and only one below 500 as an execution."""
+    attempt = task.last_attempt
+    if attempt is not None:
+        attempt.response_time = now
+        attempt.message = message
+    if status is None:
+        timed_out = message.startswith("dispatch deadline")  # see DeadlineExceeded
+        task.previous_response = TIMEOUT_STATUS if timed_out else UNREACHABLE_STATUS
+        if attempt is not None:
+            attempt.rpc_code = 4 if timed_out else 14
+        return
+    task.response_count += 1
+    if status < 500:
+        task.execution_count += 1
+    task.previous_response = status
+    if attempt is not None:
+        attempt.http_status = status
+        attempt.rpc_code = rpc_code(status)
