@@ -431,12 +431,21 @@ def replay_dead_letter(dead_letter: str) -> tuple[Response, int]:
     return _replay(dead_letter)
 
 
-def _replay(dead_letter: str) -> tuple[Response, int]:
+def _store_for(dead_letter: str) -> tuple[DeadLetterStore, tuple[Response, int] | None]:
+    """The dead letters' store, or the answer refusing the call: a malformed id (400), or
+    no dead-letter queue configured."""
     if (bad := _check_id(dead_letter)) is not None:
-        return bad
+        return store(), bad
     dead_letters = store()
     if not dead_letters.enabled:
-        return _not_configured()
+        return dead_letters, _not_configured()
+    return dead_letters, None
+
+
+def _replay(dead_letter: str) -> tuple[Response, int]:
+    dead_letters, refused = _store_for(dead_letter)
+    if refused is not None:
+        return refused
     try:
         outcome = dead_letters.replay(dead_letter)
     except NotADeadLetter:
@@ -467,11 +476,9 @@ def discard_dead_letter(dead_letter: str) -> tuple[Response, int]:
 
 
 def _discard(dead_letter: str) -> tuple[Response, int]:
-    if (bad := _check_id(dead_letter)) is not None:
-        return bad
-    dead_letters = store()
-    if not dead_letters.enabled:
-        return _not_configured()
+    dead_letters, refused = _store_for(dead_letter)
+    if refused is not None:
+        return refused
     try:
         dead_letters.delete(dead_letter)
     except NotADeadLetter:
